@@ -1,0 +1,1 @@
+"""The Executable protocol, its backends, and the attack suite."""

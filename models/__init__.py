@@ -1,0 +1,1 @@
+"""Architectures, compression recipes on Brevitas, data sets, training, checkpoints and cost."""

@@ -1,0 +1,1 @@
+"""Data sets read from local files or shipped packages; nothing is downloaded."""
