@@ -1,0 +1,151 @@
+"""Checkpoints (``.pt``) and the model card (``.json``) written beside each one.
+
+A checkpoint is a dict loadable with ``torch.load(weights_only=True)`` (no pickled code):
+spec, data set, input shape, class count, structure (pruned widths), weights, and, while
+training, optimizer/scheduler/RNG state so that a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .spec import ModelSpec, SpecError, parse_spec
+from .zoo import arch_config, build_model
+
+FORMAT = "hwbed-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, or does not match what it is loaded into."""
+
+
+@dataclass
+class CheckpointMeta:
+    """What a checkpoint says about its network."""
+
+    spec: ModelSpec
+    data: str
+    input_shape: tuple[int, int, int]
+    classes: int
+    arch: dict[str, Any] = field(default_factory=dict)
+    epoch: int = 0
+    complete: bool = False
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the stack that produced a result."""
+    import brevitas
+
+    import hwbed
+
+    return {
+        "hwbed": hwbed.__version__,
+        "torch": torch.__version__,
+        "brevitas": brevitas.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def card_path(path: str | Path) -> Path:
+    """The model card beside a checkpoint: ``model.pt`` -> ``model.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    meta: CheckpointMeta,
+    state: dict[str, Any] | None = None,
+) -> None:
+    """Write checkpoint and model card atomically (a kill never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "spec": meta.spec.name,
+        "data": meta.data,
+        "input_shape": list(meta.input_shape),
+        "classes": meta.classes,
+        "arch": arch_config(model),
+        "epoch": meta.epoch,
+        "complete": meta.complete,
+        "state_dict": model.state_dict(),
+        "train_state": state or {},
+    }
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    card = {
+        "spec": meta.spec.name,
+        "data": meta.data,
+        "input_shape": list(meta.input_shape),
+        "classes": meta.classes,
+        "epoch": meta.epoch,
+        "complete": meta.complete,
+        "checkpoint": path.name,
+        "versions": versions(),
+        **meta.card,
+    }
+    tmp_card = card_path(path).with_suffix(".json.tmp")
+    tmp_card.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    os.replace(tmp_card, card_path(path))
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict, validated; raises :class:`CheckpointError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated/garbage files
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {err}") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an hwbed checkpoint (no '{FORMAT}' header)")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, expected {VERSION}")
+    missing = {"spec", "data", "input_shape", "classes", "state_dict"} - payload.keys()
+    if missing:
+        raise CheckpointError(f"{path} lacks the fields {sorted(missing)}")
+    return payload
+
+
+def load_checkpoint(
+    path: str | Path, expect_spec: str | ModelSpec | None = None, device: str = "cpu"
+) -> tuple[nn.Module, CheckpointMeta]:
+    """Rebuild the network from a checkpoint and load its weights (eval mode)."""
+    payload = read_checkpoint(path)
+    try:
+        spec = parse_spec(payload["spec"])
+    except SpecError as err:
+        raise CheckpointError(f"{path}: {err}") from err
+    if expect_spec is not None and parse_spec(expect_spec) != spec:
+        raise CheckpointError(
+            f"{path} holds a {spec.name} network, not {parse_spec(expect_spec).name}"
+        )
+    c, h, w = payload["input_shape"]
+    model = build_model(spec, c, h, w, payload["classes"], arch_config=payload.get("arch") or {})
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path} does not fit a {spec.name} network: {err}") from err
+    model.to(device).eval()
+    card = {}
+    if card_path(path).is_file():
+        card = json.loads(card_path(path).read_text())
+    meta = CheckpointMeta(
+        spec, payload["data"], (c, h, w), payload["classes"], payload.get("arch") or {},
+        payload.get("epoch", 0), payload.get("complete", False), card,
+    )
+    return model, meta

@@ -1,0 +1,53 @@
+"""Build any network of the study from its spec and the data set's shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from torch.nn.utils import prune as tprune
+
+from .bnn_pynq import CNV_INPUT, bnn_pynq
+from .pruning import inner_convs, prune_model
+from .resnet import ResNet
+from .spec import ModelSpec, parse_spec
+
+
+def input_size(spec: ModelSpec | str) -> int | None:
+    """Image side length the architecture requires, or None when it follows the data."""
+    return CNV_INPUT if parse_spec(spec).arch == "cnv" else None
+
+
+def build_model(
+    spec: ModelSpec | str,
+    channels: int,
+    height: int,
+    width: int,
+    classes: int,
+    arch_config: dict[str, Any] | None = None,
+) -> nn.Module:
+    """A network for ``spec`` on inputs of shape (channels, height, width) in [0, 1].
+
+    ``arch_config`` (from a checkpoint) restores a pruned structure with placeholder masks
+    ready for ``load_state_dict``. Without it, a pruned spec is initialised and pruned at
+    its rate, so costs of a fresh network are those of the pruned one.
+    """
+    spec = parse_spec(spec)
+    if spec.family == "bnn-pynq":
+        return bnn_pynq(spec, channels, height, width, classes)
+    if spec.kind != "prune":
+        return ResNet(spec, channels, classes)
+    if arch_config is None:
+        return prune_model(ResNet(spec, channels, classes), spec)
+    model = ResNet(spec, channels, classes, mids=arch_config.get("mids"))
+    if spec.prune in ("kernel", "weight"):
+        for conv in inner_convs(model):
+            tprune.identity(conv, "weight")
+    return model
+
+
+def arch_config(model: nn.Module) -> dict[str, Any]:
+    """What a checkpoint must record to rebuild the structure (pruned widths)."""
+    if isinstance(model, ResNet):
+        return {"mids": [[bn.num_features for bn in b.bns[:-1]] for b in model.blocks]}
+    return {}
