@@ -1,1 +1,2 @@
-"""Bit-accurate DSP48 simulator: slice model, layer mapping, fast exact execution, RTL cross-check."""
+"""Bit-accurate DSP48 simulator: slice model, layer mapping, fast exact execution,
+RTL cross-check."""
