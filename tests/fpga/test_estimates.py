@@ -4,7 +4,6 @@ import json
 import math
 
 import pytest
-
 from hwbed.fpga.estimates import (
     dma_bound_fps,
     estimate_reports,
