@@ -63,9 +63,9 @@ class Simd(enum.Enum):
 
     @property
     def carryout_mask(self) -> int:
-        """CARRYOUT bits that are defined: bit 4k/lanes + 4/lanes - 1 ends lane k."""
-        step = 4 // self.value
-        return sum(1 << (step * (k + 1) - 1) for k in range(self.value))
+        """CARRYOUT bits that are defined: bit (k + 1) * 4/lanes - 1 ends lane k."""
+        stride = 4 // self.value
+        return sum(1 << (stride * (k + 1) - 1) for k in range(self.value))
 
 
 class XSel(enum.IntEnum):
@@ -382,7 +382,7 @@ def _compute(config: SliceConfig, s: dict[str, np.ndarray], p: np.ndarray,
     # inverted for ALUMODE = 0011.
     width, lanes = config.simd.width, config.simd.lanes
     lm = (1 << width) - 1
-    step = 4 // lanes
+    stride = 4 // lanes
     arith = np.zeros_like(p)
     carry = np.zeros_like(p)
     for k in range(lanes):
@@ -392,12 +392,12 @@ def _compute(config: SliceConfig, s: dict[str, np.ndarray], p: np.ndarray,
         t = zl + (x >> sh & lm) + (y >> sh & lm) + (w >> sh & lm) + (cin if k == 0 else 0)
         r = np.where(alu & 2, (t & lm) ^ lm, t & lm)
         arith |= r << sh
-        carry |= ((t >> width & 1) ^ (alu == AluMode.SUB)) << (step * (k + 1) - 1)
+        carry |= ((t >> width & 1) ^ (alu == AluMode.SUB)) << (stride * (k + 1) - 1)
 
+    # Logic unit: a bitwise function of X and Z chosen by (ALUMODE, Y = ones).
     is_logic = (alu & 0b0100) != 0
     out = arith
     if is_logic.any():
-        out = arith.copy()
         for (code, y_ones), op in LOGIC_TABLE.items():
             sel = is_logic & (alu == code) & ((ys == YSel.ONES) == y_ones)
             if sel.any():
