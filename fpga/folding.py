@@ -37,12 +37,11 @@ __all__ = [
 ]
 
 _MVAU_OPS = ("MVAU_hls", "MVAU_rtl")
-# ops SetFolding folds by PE up to NumChannels / by SIMD up to NumChannels (FINN main)
+# ops SetFolding folds by PE up to NumChannels (FINN main)
 _PE_OPS = (
     "AddStreams_hls", "ChannelwiseOp_hls", "DuplicateStreams_hls", "GlobalAccPool_hls",
     "Thresholding_hls", "Thresholding_rtl",
 )
-_SIMD_OPS = ("FMPadding_hls", "ConvolutionInputGenerator_rtl")
 _FOLDING_ATTRS = {a for sp in OP_SPECS.values() for a in (*sp.config, *sp.fold)}
 
 
@@ -213,7 +212,7 @@ def _set_folding_pass(nodes: Sequence[Node], target: int, wwidth_max: int) -> li
             _raise_until(n, "SIMD", channels, target)
             if n["SIMD"] == channels and node_cycles(n) > target:
                 n["parallel_window"] = 1
-        elif op in _SIMD_OPS:
+        elif op == "FMPadding_hls":  # FINN main leaves FMPadding_rtl alone
             _raise_until(n, "SIMD", attr(n, "NumChannels"), target)
         else:
             unhandled.append(op)
