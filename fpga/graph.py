@@ -1,0 +1,274 @@
+"""The integer dataflow graph: the contract between lowering, simulator, estimator and writer.
+
+A DAG of hardware nodes over NHWC integer tensors. Every tensor has an :class:`IntType`; every
+node has exact integer semantics (``docs/architecture.md`` lists them), so a node's output is
+a pure function of its integer inputs. The only float is the final ``Affine`` to logits,
+computed in float32 exactly as the Brevitas twin computes it from the integer accumulator.
+
+Node kinds (``op``) and their FINN names: ``Thresholding`` (Thresholding_rtl), ``FMPadding``
+(FMPadding_rtl), ``ConvolutionInputGenerator`` (ConvolutionInputGenerator_rtl), ``MVAU``
+(MVAU_hls), ``StreamingMaxPool`` (StreamingMaxPool_hls), ``AddStreams`` (AddStreams_hls),
+``DownSampler`` (DownSampler_hls), ``ChannelPad`` (hwbed), ``StreamingConcat``
+(StreamingConcat_hls), ``GlobalAccPool`` (GlobalAccPool_hls), ``Affine`` (hwbed, float32
+logits), ``LabelSelect`` (LabelSelect_hls).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "hwbed-graph"
+SCHEMA_VERSION = 1
+
+OPS = {
+    "Thresholding": "Thresholding_rtl",
+    "FMPadding": "FMPadding_rtl",
+    "ConvolutionInputGenerator": "ConvolutionInputGenerator_rtl",
+    "MVAU": "MVAU_hls",
+    "StreamingMaxPool": "StreamingMaxPool_hls",
+    "AddStreams": "AddStreams_hls",
+    "DownSampler": "DownSampler_hls",
+    "ChannelPad": "ChannelPad_hls",
+    "StreamingConcat": "StreamingConcat_hls",
+    "GlobalAccPool": "GlobalAccPool_hls",
+    "Affine": "Affine_hls",
+    "LabelSelect": "LabelSelect_hls",
+}
+"""Graph op -> FINN-style node-name prefix (``<prefix>_<i>``)."""
+
+
+class GraphError(ValueError):
+    """A graph that is malformed, or an operation the lowering cannot map exactly."""
+
+
+@dataclass(frozen=True)
+class IntType:
+    """Integer tensor type: ``bipolar`` ({-1, +1}), ``uint<bits>``, ``int<bits>``, or float32.
+
+    ``frac`` fractional bits make it a fixed-point type (value = integer * 2^-frac);
+    ``ternary`` is int2 restricted to {-1, 0, +1} (binary activations with zero padding).
+    """
+
+    kind: str
+    bits: int
+    frac: int = 0
+
+    @property
+    def min(self) -> int:
+        return {"bipolar": -1, "uint": 0, "int": -(2 ** (self.bits - 1)), "ternary": -1}[self.kind]
+
+    @property
+    def max(self) -> int:
+        return {"bipolar": 1, "uint": 2**self.bits - 1, "int": 2 ** (self.bits - 1) - 1,
+                "ternary": 1}[self.kind]
+
+    @property
+    def finn(self) -> str:
+        """FINN's DataType name (BIPOLAR, UINT8, INT9, FIXED<w,i>, FLOAT32)."""
+        if self.kind == "float":
+            return "FLOAT32"
+        if self.kind == "bipolar":
+            return "BIPOLAR"
+        if self.kind == "ternary":
+            return "TERNARY"
+        if self.frac:
+            return f"FIXED<{self.bits},{self.bits - self.frac}>"
+        return f"{self.kind.upper()}{self.bits}"
+
+    def __str__(self) -> str:
+        return self.finn
+
+    @staticmethod
+    def parse(text: str) -> IntType:
+        t = text.upper()
+        if t == "FLOAT32":
+            return FLOAT32
+        if t == "BIPOLAR":
+            return BIPOLAR
+        if t == "TERNARY":
+            return TERNARY
+        if t.startswith("FIXED<"):
+            bits, ints = (int(v) for v in t[6:-1].split(","))
+            return IntType("int", bits, bits - ints)
+        for kind in ("UINT", "INT"):
+            if t.startswith(kind) and t[len(kind):].isdigit():
+                return IntType(kind.lower(), int(t[len(kind):]))
+        raise GraphError(f"unknown data type {text!r}")
+
+    @staticmethod
+    def fitting(lo: int, hi: int) -> IntType:
+        """Smallest uint/int type holding every integer in [lo, hi]."""
+        if lo >= 0:
+            return IntType("uint", max(1, int(hi).bit_length()))
+        bits = max(int(-lo - 1).bit_length(), int(hi).bit_length()) + 1
+        return IntType("int", bits)
+
+
+BIPOLAR = IntType("bipolar", 1)
+TERNARY = IntType("ternary", 2)
+FLOAT32 = IntType("float", 32)
+
+
+@dataclass
+class Tensor:
+    """A named tensor: NHWC (or N,C for flat) shape without the batch dimension, and type."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: IntType
+
+
+@dataclass
+class Node:
+    """One hardware node; ``params`` hold integer (or float32 for Affine) arrays."""
+
+    name: str
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class Graph:
+    """Nodes in topological order, their tensors, and provenance metadata."""
+
+    nodes: list[Node]
+    tensors: dict[str, Tensor]
+    input: str
+    output: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def producer(self, tensor: str) -> Node | None:
+        return next((n for n in self.nodes if tensor in n.outputs), None)
+
+    def consumers(self, tensor: str) -> list[Node]:
+        return [n for n in self.nodes if tensor in n.inputs]
+
+    def validate(self) -> None:
+        """Check structure: known ops, defined tensors, topological order, param types."""
+        known = {self.input}
+        for node in self.nodes:
+            if node.op not in OPS:
+                raise GraphError(f"node {node.name}: unknown op {node.op!r}")
+            for t in node.inputs:
+                if t not in self.tensors:
+                    raise GraphError(f"node {node.name}: input tensor {t!r} is not declared")
+                if t not in known:
+                    raise GraphError(f"node {node.name}: input {t!r} is used before it is produced")
+            for t in node.outputs:
+                if t not in self.tensors:
+                    raise GraphError(f"node {node.name}: output tensor {t!r} is not declared")
+                known.add(t)
+            for key, value in node.params.items():
+                if not isinstance(value, np.ndarray):
+                    raise GraphError(f"node {node.name}: param {key!r} is not an array")
+                if node.op != "Affine" and value.dtype.kind not in "iu":
+                    raise GraphError(f"node {node.name}: param {key!r} has dtype {value.dtype}, "
+                                     "expected integers")
+        if self.output not in known:
+            raise GraphError(f"graph output {self.output!r} is never produced")
+        names = [n.name for n in self.nodes]
+        if len(set(names)) != len(names):
+            raise GraphError("node names are not unique")
+
+    # -- serialisation -------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``<path>.json`` (structure) and ``<path>.npz`` (parameters)."""
+        path = Path(path).with_suffix("")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"{n.name}/{k}": v for n in self.nodes for k, v in n.params.items()}
+        doc = {
+            "schema": SCHEMA,
+            "version": SCHEMA_VERSION,
+            "input": self.input,
+            "output": self.output,
+            "meta": self.meta,
+            "tensors": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype.finn}
+                        for t in self.tensors.values()],
+            "nodes": [{"name": n.name, "op": n.op, "inputs": n.inputs, "outputs": n.outputs,
+                       "attrs": n.attrs,
+                       "params": {k: {"dtype": str(v.dtype), "shape": list(v.shape)}
+                                  for k, v in n.params.items()}}
+                      for n in self.nodes],
+        }
+        path.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=_jsonable) + "\n")
+        np.savez_compressed(path.with_suffix(".npz"), **arrays)
+        return path.with_suffix(".json")
+
+    @staticmethod
+    def load(path: str | Path) -> Graph:
+        """Read a saved graph; a corrupt or hand-edited file fails naming node and field."""
+        path = Path(path).with_suffix("")
+        jpath, npath = path.with_suffix(".json"), path.with_suffix(".npz")
+        try:
+            doc = json.loads(jpath.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise GraphError(f"{jpath}: cannot read graph JSON: {err}") from err
+        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+            raise GraphError(f"{jpath}: not an hwbed graph (schema field)")
+        if doc.get("version") != SCHEMA_VERSION:
+            raise GraphError(f"{jpath}: schema version {doc.get('version')}, expected {SCHEMA_VERSION}")
+        try:
+            arrays = dict(np.load(npath, allow_pickle=False))
+        except Exception as err:  # zip/npy errors come in many types
+            raise GraphError(f"{npath}: cannot read graph parameters: {err}") from err
+        tensors = {}
+        for i, t in enumerate(_field(doc, "tensors", list, "graph")):
+            where = f"tensor #{i}"
+            name = _field(t, "name", str, where)
+            tensors[name] = Tensor(name, tuple(_field(t, "shape", list, name)),
+                                   IntType.parse(_field(t, "dtype", str, name)))
+        nodes = []
+        for i, n in enumerate(_field(doc, "nodes", list, "graph")):
+            name = _field(n, "name", str, f"node #{i}")
+            params = {}
+            for key, spec in _field(n, "params", dict, name).items():
+                arr = arrays.get(f"{name}/{key}")
+                if arr is None:
+                    raise GraphError(f"node {name}: param {key!r} missing from {npath.name}")
+                if list(arr.shape) != list(spec["shape"]) or str(arr.dtype) != spec["dtype"]:
+                    raise GraphError(
+                        f"node {name}: param {key!r} is {arr.dtype}{list(arr.shape)} in "
+                        f"{npath.name} but the JSON says {spec['dtype']}{spec['shape']}")
+                params[key] = arr
+            nodes.append(Node(name, _field(n, "op", str, name), _field(n, "inputs", list, name),
+                              _field(n, "outputs", list, name), _field(n, "attrs", dict, name),
+                              params))
+        graph = Graph(nodes, tensors, _field(doc, "input", str, "graph"),
+                      _field(doc, "output", str, "graph"), doc.get("meta", {}))
+        graph.validate()
+        from .checks import check_graph  # semantic checks: shapes, types, accumulator bounds
+
+        check_graph(graph)
+        return graph
+
+
+def _field(obj: dict, key: str, kind: type, where: str):
+    if not isinstance(obj, dict) or key not in obj:
+        raise GraphError(f"{where}: missing field {key!r}")
+    if not isinstance(obj[key], kind):
+        raise GraphError(f"{where}: field {key!r} must be {kind.__name__}, got {type(obj[key]).__name__}")
+    return obj[key]
+
+
+def _jsonable(value):
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, IntType):
+        return value.finn
+    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -1,0 +1,38 @@
+"""Lowering entry point: a Brevitas twin (or checkpoint) -> validated integer dataflow graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from hwbed.models.resnet import ResNet
+from hwbed.models.spec import ModelSpec, parse_spec
+
+from .frontend import lower_bnn_pynq, lower_resnet
+from .graph import Graph, GraphError
+from .passes import DEFAULT_PASSES, run_passes
+
+
+def lower(model: nn.Module, spec: ModelSpec | str, shape_chw: tuple[int, int, int],
+          passes=DEFAULT_PASSES) -> Graph:
+    """Lower ``model`` (eval mode, built for ``spec``) on inputs of shape (C, H, W)."""
+    spec = parse_spec(spec)
+    model.eval()
+    if isinstance(model, ResNet):
+        graph = lower_resnet(model, tuple(shape_chw))
+    elif spec.family == "bnn-pynq":
+        graph = lower_bnn_pynq(model, tuple(shape_chw), spec.name)
+    else:
+        raise GraphError(f"{spec.name}: no lowering for {type(model).__name__}")
+    return run_passes(graph, passes)
+
+
+def lower_checkpoint(path: str | Path, passes=DEFAULT_PASSES) -> Graph:
+    """Lower a trained checkpoint; the graph's meta records where it came from."""
+    from hwbed.models.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(path)
+    graph = lower(model, meta.spec, meta.input_shape, passes)
+    graph.meta.update(checkpoint=str(path), data=meta.data)
+    return graph
