@@ -25,7 +25,7 @@ from hwbed.models.resnet import QuantBlock, ResNet
 
 from .builder import GraphBuilder
 from .graph import BIPOLAR, TERNARY, Graph, GraphError, IntType
-from .thresholds import enumerate_levels, fit_thresholds, quant_levels
+from .thresholds import quant_levels, thresholds_for
 
 Epilogue = Callable[[torch.Tensor], torch.Tensor]
 """Maps float conv/linear outputs shaped [1, C, D, 1] (or [1, C, D]) to integer codes."""
@@ -42,15 +42,20 @@ def quant_out(module: nn.Module, value: torch.Tensor):
 
 
 def codes(module: nn.Module, value: torch.Tensor) -> torch.Tensor:
-    """Integer codes of a Brevitas activation quantizer applied to ``value``."""
-    return quant_out(module, value).int()
+    """Integer codes of a Brevitas activation quantizer applied to ``value``.
+
+    value / scale is exact for the constant and power-of-two scales used here; Brevitas'
+    own ``int()`` is not used because its validity check rejects all-equal binary tensors.
+    """
+    qt = quant_out(module, value)
+    return torch.round(qt.value / qt.scale + qt.zero_point)
 
 
 def out_type(module: nn.Module) -> tuple[IntType, list[int], float]:
     """(integer type, output codes, scale) of an activation quantizer."""
     qt = quant_out(module, torch.zeros(1, 1, 1, 1))
     bits, signed = int(qt.bit_width), bool(qt.signed)
-    scale = float(qt.scale.reshape(-1)[0])
+    scale = float(qt.scale.detach().reshape(-1)[0])
     if bits == 1 and signed:
         return BIPOLAR, [-1, 1], scale
     levels = quant_levels(bits, signed, False)
@@ -79,8 +84,7 @@ class Lowering:
     def thresholds(self, x: str, channels: int, bound: int, fn: Epilogue, levels_out: list[int],
                    dtype: IntType, where: str, label: str = "act") -> tuple[str, np.ndarray]:
         """Append Thresholding(x) reproducing ``fn``; return (tensor, flip mask)."""
-        levels = enumerate_levels(fn, bound, channels)
-        thr, flip = fit_thresholds(levels, bound, levels_out, where)
+        thr, flip = thresholds_for(fn, bound, channels, levels_out, where)
         out = self.b.add(
             "Thresholding", [x], self.b.shape(x), dtype,
             attrs={"out_bias": levels_out[0], "out_scale": levels_out[1] - levels_out[0],

@@ -17,6 +17,9 @@ from .graph import GraphError
 from .reference import threshold
 
 CHUNK = 1 << 18
+ENUMERATE_LIMIT = 1 << 22
+"""Domains up to this many (channel, value) pairs are enumerated in full; larger ones are
+bisected (every epilogue is a chain of monotone float ops) and then spot-checked."""
 
 
 def enumerate_levels(
@@ -79,3 +82,43 @@ def quant_levels(bits: int, signed: bool, bipolar: bool) -> list[int]:
     if signed:
         return list(range(-(2 ** (bits - 1)), 2 ** (bits - 1)))
     return list(range(2**bits))
+
+
+def thresholds_for(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    bound: int,
+    channels: int,
+    out_levels: list[int],
+    where: str,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Thresholds and flip mask reproducing ``fn`` on [-bound, bound] for every channel."""
+    if (2 * bound + 1) * channels <= ENUMERATE_LIMIT:
+        return fit_thresholds(enumerate_levels(fn, bound, channels), bound, out_levels, where)
+    codes = torch.tensor(out_levels[1:], dtype=torch.int64)
+    with torch.no_grad():
+        ends = fn(torch.tensor([[-bound, bound]], dtype=torch.float32).expand(channels, 2).contiguous())
+        flip = (ends[:, 0] > ends[:, 1]).numpy()
+        sign = torch.tensor(np.where(flip, -1.0, 1.0), dtype=torch.float32)[:, None]
+
+        def g(d: torch.Tensor) -> torch.Tensor:
+            return fn((d * sign).contiguous()).to(torch.int64)
+
+        lo = torch.full((channels, len(codes)), -bound - 1, dtype=torch.int64)
+        hi = torch.full((channels, len(codes)), bound + 1, dtype=torch.int64)
+        while (hi - lo > 1).any():
+            mid = (lo + hi) // 2
+            ok = g(mid.to(torch.float32)) >= codes
+            hi, lo = torch.where(ok, mid, hi), torch.where(ok, lo, mid)
+        thr = hi.numpy()
+        rng = np.random.default_rng(seed)
+        probe = np.concatenate([rng.integers(-bound, bound + 1, (channels, 2048)),
+                                np.clip(thr - 1, -bound, bound), np.clip(thr, -bound, bound)], 1)
+        want = g(torch.tensor(probe, dtype=torch.float32)).numpy()
+    scale = out_levels[1] - out_levels[0] if len(out_levels) > 1 else 1
+    got = threshold(probe.T, thr, out_levels[0], scale).T
+    if not np.array_equal(got, want):
+        c = int(np.argwhere((got != want).any(axis=1))[0][0])
+        raise GraphError(f"{where}: channel {c} is not monotone or leaves the output codes; "
+                         "no threshold table can represent it")
+    return thr, flip
