@@ -1,0 +1,88 @@
+"""The ``Executable`` protocol: a network at the hardware boundary, as attacks see it.
+
+An executable takes a batch of images [N, C, H, W] and returns class scores [N, classes].
+uint8 pixels pass unchanged; float images in [0, 1] are put on the 8-bit grid first
+(``round(255 x)``, half to even, saturated to 0..255), because that is all the hardware can
+receive. Every image counts as one query.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@runtime_checkable
+class Executable(Protocol):
+    """What every backend (twin, onnxruntime, qonnx, DSP48 sim, FINN, remote board) offers."""
+
+    name: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    bit_exact: bool
+    queries: int
+
+    def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray: ...
+
+
+def to_pixels(images: np.ndarray | torch.Tensor, input_shape: tuple[int, int, int]) -> np.ndarray:
+    """Validate a batch and put it on the uint8 grid; errors name the culprit."""
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    x = np.asarray(images)
+    if x.ndim == len(input_shape):
+        x = x[None]
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape):
+        raise ValueError(f"expected images [N, {', '.join(map(str, input_shape))}], "
+                         f"got shape {tuple(x.shape)}")
+    if x.dtype == np.uint8:
+        return x
+    if x.dtype.kind != "f":
+        raise ValueError(f"expected uint8 pixels or float images in [0, 1], got dtype {x.dtype}")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise ValueError(f"image {int(np.argwhere(bad)[0][0])} holds NaN or infinite pixels")
+    return np.clip(np.rint(x.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+class BaseExecutable:
+    """Input checking and query counting around a backend's ``forward(pixels)``."""
+
+    bit_exact = False
+
+    def __init__(self, name: str, input_shape: tuple[int, int, int], num_classes: int):
+        self.name = name
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.num_classes = int(num_classes)
+        self.queries = 0
+
+    def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        pixels = to_pixels(images, self.input_shape)
+        scores = np.asarray(self.forward(pixels), dtype=np.float32)
+        self.queries += len(pixels)
+        return scores
+
+    def forward(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [N, C, H, W] -> float32 scores [N, classes]."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, queries={self.queries})"
+
+
+class TorchTwin(BaseExecutable):
+    """The Brevitas (or float) twin on the CPU/GPU: pixels / 255 -> logits."""
+
+    def __init__(self, model: nn.Module, name: str, input_shape, num_classes: int,
+                 device: str = "cpu"):
+        super().__init__(name, input_shape, num_classes)
+        self.model = model.to(device).eval()
+        self.device = device
+
+    def forward(self, pixels: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(pixels).to(self.device, torch.float32).div_(255.0)
+        with torch.no_grad():
+            return self.model(x).float().cpu().numpy()
