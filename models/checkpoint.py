@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import prune as tprune
 
 from .spec import ModelSpec, SpecError, parse_spec
 from .zoo import arch_config, build_model
@@ -121,6 +122,36 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def _uncalibrated_scale(model: nn.Module, key: str) -> bool:
+    """True for the learned value of a Brevitas stats-initialised scale that never saw data.
+
+    Brevitas leaves such a value out of ``state_dict`` (its statistics buffer still holds the
+    initial 1.0), so a network saved before its first training step lacks the key; the
+    freshly built network is in the same uncalibrated state and behaves identically.
+    """
+    prefix, _, leaf = key.rpartition(".")
+    if leaf != "value":
+        return False
+    try:
+        module = model.get_submodule(prefix)
+    except AttributeError:
+        return False
+    return getattr(module, "counter", None) == 0 and hasattr(module, "collect_stats_steps")
+
+
+def _refresh_pruned_weights(model: nn.Module) -> None:
+    """Recompute ``weight = weight_orig * weight_mask`` of masked layers after loading.
+
+    ``torch.nn.utils.prune`` only refreshes the masked weight in a forward pre-hook, so
+    without this the loaded network's ``.weight`` would hold the placeholder's until the
+    first forward pass (wrong for anything that reads weights: export, inspection).
+    """
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, tprune.BasePruningMethod):
+                setattr(module, hook._tensor_name, hook.apply_mask(module))
+
+
 def load_checkpoint(
     path: str | Path, expect_spec: str | ModelSpec | None = None, device: str = "cpu"
 ) -> tuple[nn.Module, CheckpointMeta]:
@@ -137,9 +168,16 @@ def load_checkpoint(
     c, h, w = payload["input_shape"]
     model = build_model(spec, c, h, w, payload["classes"], arch_config=payload.get("arch") or {})
     try:
-        model.load_state_dict(payload["state_dict"])
+        result = model.load_state_dict(payload["state_dict"], strict=False)
     except RuntimeError as err:
         raise CheckpointError(f"{path} does not fit a {spec.name} network: {err}") from err
+    missing = [k for k in result.missing_keys if not _uncalibrated_scale(model, k)]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path} does not fit a {spec.name} network: missing keys {missing[:5]}, "
+            f"unexpected keys {list(result.unexpected_keys)[:5]}"
+        )
+    _refresh_pruned_weights(model)
     model.to(device).eval()
     card = {}
     if card_path(path).is_file():

@@ -80,6 +80,9 @@ def model_cost(model: nn.Module, spec: ModelSpec | str, input_shape: tuple[int, 
         if isinstance(m, (nn.Conv2d, nn.Linear, AbcConv2d))
     ]
     first, last = compute[0], compute[-1]
+    full_precision = {first, last}
+    if spec.kind == "xnor":  # XNOR keeps the 1x1 downsampling convs at full precision too
+        full_precision |= {m for m in compute if ".shortcut." in f".{names[m]}."}
     rows: list[LayerCost] = []
 
     def on_compute(module, _inputs, out):
@@ -96,7 +99,7 @@ def model_cost(model: nn.Module, spec: ModelSpec | str, input_shape: tuple[int, 
             macs = positions * weights
             params_bias = module.bias.numel() if module.bias is not None else 0
             wbits = _weight_bits(module)
-            if module in (first, last) or wbits is None:
+            if module in full_precision or wbits is None:
                 precision, bits, ncc = "fp32", FP_BITS * (weights + params_bias), float(macs)
             elif module in xnor_inner:
                 precision = "xnor"

@@ -45,6 +45,7 @@ def prune_model(model: ResNet, spec: ModelSpec) -> ResNet:
     if spec.prune in ("filter", "channel"):
         return _remove_channels(model, spec)
     pruned = _copy(model, spec)
+    pruned.load_state_dict(model.state_dict())  # keep the trained weights, then mask them
     for conv in inner_convs(pruned):
         tprune.custom_from_mask(conv, "weight", _mask(conv.weight.detach(), spec))
     return pruned
@@ -56,8 +57,9 @@ def _mask(w: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     else:
         scores = w.abs()
     keep = keep_count(scores.numel(), spec.rate)
-    threshold = scores.flatten().topk(keep).values.min()
-    mask = (scores >= threshold).float()
+    mask = torch.zeros(scores.numel(), device=w.device)
+    mask[scores.flatten().topk(keep).indices] = 1.0  # exactly ``keep``, even with ties
+    mask = mask.view_as(scores)
     if spec.prune == "kernel":
         mask = mask[:, :, None, None].expand_as(w)
     return mask.contiguous()

@@ -90,9 +90,11 @@ def parse_spec(text: str | ModelSpec) -> ModelSpec:
     if isinstance(text, ModelSpec):
         return text
     s = text.strip().lower()
-    arch, _, variant = s.partition("-")
+    arch, sep, variant = s.partition("-")
     if arch not in ARCHS:
         raise SpecError(f"unknown architecture {arch!r} in spec {text!r}; known: {', '.join(ARCHS)}")
+    if sep and not variant:
+        raise SpecError(f"empty variant after '-' in spec {text!r}; drop the '-' for vanilla")
     if not variant:
         return ModelSpec(arch)
     mt = _VARIANT_RE.match(variant)

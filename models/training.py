@@ -6,6 +6,7 @@ checkpoint and model card atomically, so a killed run restarts from its last fin
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -128,7 +129,7 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError(f"{ckpt} holds {resume['spec']}, not {spec.name}: choose another --out")
     if resume is not None:
         model, meta = load_checkpoint(ckpt, device=str(device))
-        if meta.complete:
+        if meta.complete and meta.epoch >= cfg.epochs:
             print(f"{ckpt} is complete ({meta.card.get('test_accuracy')}); nothing to do")
             return ckpt
     else:
@@ -142,6 +143,7 @@ def train(cfg: TrainConfig) -> Path:
         state = resume["train_state"]
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        _retarget_cosine(scheduler, cfg.epochs)
         torch.set_rng_state(state["rng"])
         start, history = resume["epoch"], state.get("history", [])
         print(f"resuming {spec.name} from {ckpt} at epoch {start}/{cfg.epochs}")
@@ -149,8 +151,12 @@ def train(cfg: TrainConfig) -> Path:
     augment = None
     if cfg.augment:
         augment = CIFAR_AUGMENT if info.channels == 3 and info.height >= 32 else DIGITS_AUGMENT
+    batch_rng = resume["train_state"].get("batch_rng") if resume is not None else None
     train_batches = Batches(x_tr, y_tr, cfg.batch_size, shuffle=True, augment=augment,
-                            seed=cfg.seed + start, drop_last=len(y_tr) > cfg.batch_size)
+                            seed=cfg.seed if batch_rng is not None else cfg.seed + start,
+                            drop_last=len(y_tr) > cfg.batch_size)
+    if batch_rng is not None:  # continue the shuffle/augment stream of the killed run
+        train_batches.generator.set_state(batch_rng)
     test_batches = Batches(x_te, y_te, 256)
     clip = getattr(model, "clip_weights", None) if spec.kind == "int" else None
     t0 = time.perf_counter() - sum(h["seconds"] for h in history)
@@ -158,7 +164,7 @@ def train(cfg: TrainConfig) -> Path:
         model.train()
         bar = tqdm(train_batches, desc=f"{spec.name} epoch {epoch + 1}/{cfg.epochs}",
                    disable=not cfg.progress, leave=False)
-        running = 0.0
+        running, lr = 0.0, optimizer.param_groups[0]["lr"]
         for step, (x, y) in enumerate(bar):
             x, y = x.to(device), y.to(device)
             logits = model(x)
@@ -178,7 +184,8 @@ def train(cfg: TrainConfig) -> Path:
         scheduler.step()
         acc = evaluate(model, test_batches, device)
         elapsed = time.perf_counter() - t0
-        history.append({"epoch": epoch + 1, "loss": running / max(len(train_batches), 1),
+        history.append({"epoch": epoch + 1, "lr": lr,
+                        "loss": running / max(len(train_batches), 1),
                         "test_accuracy": acc, "seconds": elapsed - sum(h["seconds"] for h in history)})
         print(f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']:.4f} "
               f"test acc {acc:.4f} ({elapsed:.0f}s)", flush=True)
@@ -187,14 +194,35 @@ def train(cfg: TrainConfig) -> Path:
         meta = CheckpointMeta(spec, cfg.data, shape, info.num_classes, epoch=epoch + 1,
                               complete=epoch + 1 == cfg.epochs, card=card)
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": torch.get_rng_state(), "history": history}
+                 "rng": torch.get_rng_state(), "batch_rng": train_batches.generator.get_state(),
+                 "history": history}
         save_checkpoint(ckpt, model, meta, state)
     if cfg.epochs == 0 or start >= cfg.epochs:
         acc = evaluate(model, test_batches, device)
         meta = CheckpointMeta(spec, cfg.data, shape, info.num_classes, epoch=cfg.epochs,
-                              complete=True, card={"test_accuracy": acc, "settings": asdict(cfg)})
+                              complete=True, card={"test_accuracy": acc, "seed": cfg.seed,
+                                                   "settings": asdict(cfg), "history": history,
+                                                   "test_images": len(y_te)})
         save_checkpoint(ckpt, model, meta)
     return ckpt
+
+
+def _retarget_cosine(scheduler, epochs: int) -> None:
+    """Stretch a restored cosine schedule to ``epochs`` (a finished run extended by a rerun).
+
+    A run saved by ``--epochs 1`` holds T_max = 1 and a learning rate already annealed to
+    eta_min; continuing it to ``--epochs 2`` must use the T_max = 2 schedule instead.
+    """
+    t_max = max(epochs, 1)
+    if scheduler.T_max == t_max:
+        return
+    scheduler.T_max = t_max
+    t = scheduler.last_epoch
+    lrs = [scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * t / t_max)) / 2
+           for base in scheduler.base_lrs]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
 
 
 def _initial_model(spec: ModelSpec, cfg: TrainConfig, shape, classes: int, device) -> nn.Module:
