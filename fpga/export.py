@@ -108,8 +108,6 @@ def _fold_unresolved_shapes(model: ModelWrapper) -> None:
     x = np.zeros(model.get_tensor_shape(inp), dtype=np.float32)
     values = sess.run(None, {inp: x})
     for node, value in zip(pending, values, strict=True):
-        if len(node.attribute):
-            raise ExportError(f"Shape node {node.name} with start/end is not supported")
         model.set_initializer(node.output[0], value)
         model.graph.node.remove(node)
 
@@ -228,6 +226,10 @@ def run_qonnx(
 
     model = load_qonnx(model_or_path)
     fix_opset_order(model.model)
+    if not model.check_all_tensor_shapes_specified():
+        from qonnx.transformation.infer_shapes import InferShapes
+
+        model = model.transform(InferShapes())
     iname, oname = model.graph.input[0].name, model.graph.output[0].name
     shape = model.get_tensor_shape(iname)
     x = np.asarray(x_float, dtype=np.float32)
