@@ -8,11 +8,13 @@ receive. Every image counts as one query.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:  # torch is imported lazily: the board-side query server runs without it
+    import torch
+    from torch import nn
 
 
 @runtime_checkable
@@ -28,16 +30,17 @@ class Executable(Protocol):
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray: ...
 
 
-def to_pixels(images: np.ndarray | torch.Tensor, input_shape: tuple[int, int, int]) -> np.ndarray:
+def to_pixels(images: Any, input_shape: tuple[int, int, int]) -> np.ndarray:
     """Validate a batch and put it on the uint8 grid; errors name the culprit."""
-    if isinstance(images, torch.Tensor):
+    if hasattr(images, "detach"):  # a torch tensor
         images = images.detach().cpu().numpy()
     x = np.asarray(images)
     if x.ndim == len(input_shape):
         x = x[None]
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape):
-        raise ValueError(f"expected images [N, {', '.join(map(str, input_shape))}], "
-                         f"got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"expected images [N, {', '.join(map(str, input_shape))}], got shape {tuple(x.shape)}"
+        )
     if x.dtype == np.uint8:
         return x
     if x.dtype.kind != "f":
@@ -59,15 +62,15 @@ class BaseExecutable:
         self.num_classes = int(num_classes)
         self.queries = 0
 
-    def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+    def __call__(self, images: Any) -> np.ndarray:
         pixels = to_pixels(images, self.input_shape)
         scores = np.asarray(self.forward(pixels), dtype=np.float32)
         self.queries += len(pixels)
         return scores
 
     def forward(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 [N, C, H, W] -> float32 scores [N, classes]."""
-        raise NotImplementedError
+        """uint8 [N, C, H, W] -> float32 scores [N, classes]; every backend defines it."""
+        raise TypeError(f"{type(self).__name__} does not define forward()")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, queries={self.queries})"
@@ -76,13 +79,16 @@ class BaseExecutable:
 class TorchTwin(BaseExecutable):
     """The Brevitas (or float) twin on the CPU/GPU: pixels / 255 -> logits."""
 
-    def __init__(self, model: nn.Module, name: str, input_shape, num_classes: int,
-                 device: str = "cpu"):
+    def __init__(
+        self, model: nn.Module, name: str, input_shape, num_classes: int, device: str = "cpu"
+    ):
         super().__init__(name, input_shape, num_classes)
         self.model = model.to(device).eval()
         self.device = device
 
     def forward(self, pixels: np.ndarray) -> np.ndarray:
+        import torch
+
         x = torch.from_numpy(pixels).to(self.device, torch.float32).div_(255.0)
         with torch.no_grad():
             return self.model(x).float().cpu().numpy()

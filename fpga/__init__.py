@@ -1,1 +1,1 @@
-"""QONNX export, lowering to the integer dataflow graph, boards, folding, estimates, FINN hand-off."""
+"""QONNX export, integer dataflow graph, boards, folding, estimates, FINN hand-off, deploy."""

@@ -10,7 +10,9 @@ from .graph import Graph, IntType, Node, Tensor
 class GraphBuilder:
     """Append-only construction of a :class:`Graph` with provisional node names."""
 
-    def __init__(self, input_shape: tuple[int, ...], input_type: IntType, input_name: str = "pixels"):
+    def __init__(
+        self, input_shape: tuple[int, ...], input_type: IntType, input_name: str = "pixels"
+    ):
         self.nodes: list[Node] = []
         self.tensors = {input_name: Tensor(input_name, tuple(input_shape), input_type)}
         self.input = input_name

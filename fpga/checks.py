@@ -15,23 +15,32 @@ def check_graph(graph: Graph) -> None:
             w = _param(node, "weights")
             in_shape = graph.tensors[node.inputs[0]].shape
             if w.ndim != 2 or w.shape[1] != in_shape[-1] or w.shape != (a.get("MH"), a.get("MW")):
-                raise GraphError(f"node {node.name}: field weights has shape {w.shape}, expected "
-                                 f"(MH={a.get('MH')}, MW={a.get('MW')}) matching input {in_shape}")
+                raise GraphError(
+                    f"node {node.name}: field weights has shape {w.shape}, expected "
+                    f"(MH={a.get('MH')}, MW={a.get('MW')}) matching input {in_shape}"
+                )
             in_type = graph.tensors[node.inputs[0]].dtype
             lo = np.where(w > 0, w * in_type.min, w * in_type.max).sum(axis=1).min()
             hi = np.where(w > 0, w * in_type.max, w * in_type.min).sum(axis=1).max()
             if "acc_type" in a:
                 acc = IntType.parse(a["acc_type"])
                 if lo < acc.min or hi > acc.max:
-                    raise GraphError(f"node {node.name}: field acc_type {acc} cannot hold the "
-                                     f"proven accumulator range {lo}..{hi}")
+                    raise GraphError(
+                        f"node {node.name}: field acc_type {acc} cannot hold the "
+                        f"proven accumulator range {lo}..{hi}"
+                    )
         if "thresholds" in p:
             thr = _param(node, "thresholds")
-            channels = graph.tensors[node.outputs[0]].shape[-1] if node.op == "MVAU" else \
-                graph.tensors[node.inputs[0]].shape[-1]
+            channels = (
+                graph.tensors[node.outputs[0]].shape[-1]
+                if node.op == "MVAU"
+                else graph.tensors[node.inputs[0]].shape[-1]
+            )
             if thr.ndim != 2 or thr.shape[0] not in (channels, 1):
-                raise GraphError(f"node {node.name}: field thresholds has shape {thr.shape}, "
-                                 f"expected ({channels}, steps)")
+                raise GraphError(
+                    f"node {node.name}: field thresholds has shape {thr.shape}, "
+                    f"expected ({channels}, steps)"
+                )
             if (np.diff(thr, axis=1) < 0).any():
                 raise GraphError(f"node {node.name}: field thresholds is not sorted per channel")
             for key in ("out_bias", "out_scale"):

@@ -378,6 +378,13 @@ _CYCLES: dict[str, Callable[[Node], int]] = {
     "DuplicateStreams_hls": _pe_cycles,
     "GlobalAccPool_hls": lambda n: _pe_cycles(n) + attr(n, "NumChannels") // attr(n, "PE"),
     "ChannelwiseOp_hls": _pe_cycles,
+    # FINN DownSampler_hls reads every input pixel: ImgDim^2 * NumChannels / SIMD
+    "DownSampler_hls": lambda n: num_vectors(n) * attr(n, "ImgDim") ** 2
+    * (attr(n, "NumChannels") // attr(n, "SIMD")),
+    # FINN StreamingConcat_hls emits one output pixel's channels per SIMD lane
+    "StreamingConcat_hls": lambda n: num_vectors(n) * sum(attr(n, "ChannelsPerStream"))
+    // attr(n, "SIMD"),
+    "ChannelPad_hls": _pe_cycles,
 }
 
 _RESOURCES: dict[str, Callable[[Node, str], dict[str, Any]]] = {

@@ -81,15 +81,31 @@ class Lowering:
         self.b = GraphBuilder(shape_hwc, IntType("uint", 8))
 
     # -- building blocks ---------------------------------------------------------------------
-    def thresholds(self, x: str, channels: int, bound: int, fn: Epilogue, levels_out: list[int],
-                   dtype: IntType, where: str, label: str = "act") -> tuple[str, np.ndarray]:
+    def thresholds(
+        self,
+        x: str,
+        channels: int,
+        bound: int,
+        fn: Epilogue,
+        levels_out: list[int],
+        dtype: IntType,
+        where: str,
+        label: str = "act",
+    ) -> tuple[str, np.ndarray]:
         """Append Thresholding(x) reproducing ``fn``; return (tensor, flip mask)."""
         thr, flip = thresholds_for(fn, bound, channels, levels_out, where)
         out = self.b.add(
-            "Thresholding", [x], self.b.shape(x), dtype,
-            attrs={"out_bias": levels_out[0], "out_scale": levels_out[1] - levels_out[0],
-                   "bound": bound},
-            params={"thresholds": thr}, label=label,
+            "Thresholding",
+            [x],
+            self.b.shape(x),
+            dtype,
+            attrs={
+                "out_bias": levels_out[0],
+                "out_scale": levels_out[1] - levels_out[0],
+                "bound": bound,
+            },
+            params={"thresholds": thr},
+            label=label,
         )
         return out, flip
 
@@ -97,16 +113,36 @@ class Lowering:
         """Append an MVAU without activation: acc = x . W^T over the last axis."""
         in_type = self.b.dtype(x)
         bound = acc_bound(weights, in_type)
-        attrs = {"MW": int(weights.shape[1]), "MH": int(weights.shape[0]),
-                 "binary": bool(in_type in (BIPOLAR, TERNARY) and np.abs(weights).max() == 1
-                                and (weights != 0).all()),
-                 **(extra or {})}
+        attrs = {
+            "MW": int(weights.shape[1]),
+            "MH": int(weights.shape[0]),
+            "binary": bool(
+                in_type in (BIPOLAR, TERNARY)
+                and np.abs(weights).max() == 1
+                and (weights != 0).all()
+            ),
+            **(extra or {}),
+        }
         shape = (*self.b.shape(x)[:-1], weights.shape[0])
-        return self.b.add("MVAU", [x], shape, IntType.fitting(-bound, bound), attrs,
-                          {"weights": weights.astype(np.int64)}, label)
+        return self.b.add(
+            "MVAU",
+            [x],
+            shape,
+            IntType.fitting(-bound, bound),
+            attrs,
+            {"weights": weights.astype(np.int64)},
+            label,
+        )
 
-    def epilogue_mvau(self, x: str, weights: np.ndarray, fn: Epilogue, out_module: nn.Module | None,
-                      where: str, levels: tuple[IntType, list[int]] | None = None) -> str:
+    def epilogue_mvau(
+        self,
+        x: str,
+        weights: np.ndarray,
+        fn: Epilogue,
+        out_module: nn.Module | None,
+        where: str,
+        levels: tuple[IntType, list[int]] | None = None,
+    ) -> str:
         """MVAU then Thresholding with ``fn``; negative-slope channels get negated weights."""
         acc = self.mvau(x, weights, where)
         dtype, lv = levels if levels is not None else out_type(out_module)[:2]
@@ -125,26 +161,48 @@ class Lowering:
             if dtype == BIPOLAR:
                 dtype = TERNARY  # zero padding of +/-1 values: border taps are 0
             h, w = h + 2 * pad, w + 2 * pad
-            x = self.b.add("FMPadding", [x], (h, w, c), dtype,
-                           {"pad": pad, "pad_value": 0}, label="pad")
+            x = self.b.add(
+                "FMPadding", [x], (h, w, c), dtype, {"pad": pad, "pad_value": 0}, label="pad"
+            )
         if k == 1 and stride == 1:
             return x
         oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
         if k == 1:
             return self.b.add("DownSampler", [x], (oh, ow, c), self.b.dtype(x), {"stride": stride})
-        return self.b.add("ConvolutionInputGenerator", [x], (oh, ow, k * k * c), self.b.dtype(x),
-                          {"kernel": k, "stride": stride, "IFMDim": [h, w], "OFMDim": [oh, ow],
-                           "IFMChannels": c}, label="win")
+        return self.b.add(
+            "ConvolutionInputGenerator",
+            [x],
+            (oh, ow, k * k * c),
+            self.b.dtype(x),
+            {"kernel": k, "stride": stride, "IFMDim": [h, w], "OFMDim": [oh, ow], "IFMChannels": c},
+            label="win",
+        )
 
     def affine(self, x: str, ops: list[tuple[str, torch.Tensor]]) -> str:
-        params = {f"p{i}": v.detach().to(torch.float32).reshape(-1).numpy() for i, (_, v) in enumerate(ops)}
-        return self.b.add("Affine", [x], self.b.shape(x), IntType("float", 32),
-                          {"ops": [[op, f"p{i}"] for i, (op, _) in enumerate(ops)]}, params, "logits")
+        params = {
+            f"p{i}": v.detach().to(torch.float32).reshape(-1).numpy()
+            for i, (_, v) in enumerate(ops)
+        }
+        return self.b.add(
+            "Affine",
+            [x],
+            self.b.shape(x),
+            IntType("float", 32),
+            {"ops": [[op, f"p{i}"] for i, (op, _) in enumerate(ops)]},
+            params,
+            "logits",
+        )
 
     def label_select(self, logits: str) -> str:
         classes = self.b.shape(logits)[-1]
-        return self.b.add("LabelSelect", [logits], (1,), IntType.fitting(0, classes - 1),
-                          {"k": 1, "Labels": classes}, label="label")
+        return self.b.add(
+            "LabelSelect",
+            [logits],
+            (1,),
+            IntType.fitting(0, classes - 1),
+            {"k": 1, "Labels": classes},
+            label="label",
+        )
 
 
 def _flat_hwc(w: np.ndarray) -> np.ndarray:
@@ -166,11 +224,15 @@ def lower_resnet(model: ResNet, shape_chw: tuple[int, int, int]) -> Graph:
     """Quantized CIFAR ResNet (xnor, abc, wXaY) -> integer graph."""
     spec = model.spec
     if not spec.quantized:
-        raise GraphError(f"{spec.name}: only quantized networks lower to an integer graph; "
-                         "float variants run as the torch twin or through onnxruntime")
+        raise GraphError(
+            f"{spec.name}: only quantized networks lower to an integer graph; "
+            "float variants run as the torch twin or through onnxruntime"
+        )
     if model.pool is not None:
-        raise GraphError(f"{spec.name}: the ImageNet stem (7x7/2 conv, 3x3/2 max pool with "
-                         "padding) is not supported by the lowering yet")
+        raise GraphError(
+            f"{spec.name}: the ImageNet stem (7x7/2 conv, 3x3/2 max pool with "
+            "padding) is not supported by the lowering yet"
+        )
     c, h, w = shape_chw
     low = Lowering((h, w, c))
     x = low.b.input
@@ -178,7 +240,10 @@ def lower_resnet(model: ResNet, shape_chw: tuple[int, int, int]) -> Graph:
     wq, ws = weight_codes(model.stem_conv)
     k = model.stem_conv.kernel_size[0]
     win = low.conv_input(x, k, model.stem_conv.stride[0], model.stem_conv.padding[0])
-    stem_fn = lambda d: _flat(codes(model.stem_quant, _bn4(model.stem_bn)(d * ws[:, None])), d.shape[0])  # noqa: E731
+
+    def stem_fn(d: torch.Tensor) -> torch.Tensor:
+        return _flat(codes(model.stem_quant, _bn4(model.stem_bn)(d * ws[:, None])), d.shape[0])
+
     x = low.epilogue_mvau(win, _flat_hwc(wq), stem_fn, model.stem_quant, "stem conv")
     stream = model.stem_quant
     for i, block in enumerate(model.blocks):
@@ -187,10 +252,18 @@ def lower_resnet(model: ResNet, shape_chw: tuple[int, int, int]) -> Graph:
     hh, ww, cc = low.b.shape(x)
     positions = hh * ww
     if positions & (positions - 1):
-        raise GraphError(f"{spec.name}: global average over {hh}x{ww} is not a power of two, "
-                         "so the twin's mean is not an exact integer sum; not lowered")
-    pooled = low.b.add("GlobalAccPool", [x], (cc,), IntType.fitting(-128 * positions, 127 * positions),
-                       {"positions": positions}, label="pool")
+        raise GraphError(
+            f"{spec.name}: global average over {hh}x{ww} is not a power of two, "
+            "so the twin's mean is not an exact integer sum; not lowered"
+        )
+    pooled = low.b.add(
+        "GlobalAccPool",
+        [x],
+        (cc,),
+        IntType.fitting(-128 * positions, 127 * positions),
+        {"positions": positions},
+        label="pool",
+    )
     fq, fs = weight_codes(model.fc)
     s_stream = out_type(stream)[2]
     acc = low.mvau(pooled, fq, "fc")
@@ -219,7 +292,9 @@ def _lower_block(low: Lowering, block: QuantBlock, x: str, stream: QuantIdentity
         last = u == len(units) - 1
         nxt = None if last else units[u + 1]
         if isinstance(conv, AbcConv2d):
-            h = _lower_abc(low, conv, h, bn, nxt, block, s_x if u == 0 else None, f"{where} conv{u}")
+            h = _lower_abc(
+                low, conv, h, bn, nxt, block, s_x if u == 0 else None, f"{where} conv{u}"
+            )
             continue
         if u == 0:  # activation quantizer on the int8 stream
             h = _act_thresholds(low, h, act, s_x, f"{where} act0")
@@ -241,6 +316,7 @@ def _conv_epilogue(bn, post, acc_scale: torch.Tensor, alpha: torch.Tensor | None
         if alpha is not None:
             v = (v.reshape(1, d.shape[0], -1, 1) * alpha.view(1, -1, 1, 1)).reshape(d.shape)
         return _flat(codes(post, _bn4(bn)(v)), d.shape[0])
+
     return fn
 
 
@@ -252,18 +328,26 @@ def _lower_abc(low: Lowering, conv: AbcConv2d, h: str, bn, nxt, block, s_in, whe
         channels = low.b.shape(h)[-1]
         bases = []
         for n in range(conv.n):
-            fn = lambda d, n=n: _flat(codes(conv.sign, d.reshape(1, channels, -1, 1) * s_in + conv.shift[n]), channels)  # noqa: E731
-            out, _ = low.thresholds(h, channels, bound, fn, [-1, 1], BIPOLAR, f"{where} base{n}", "base")
+
+            def fn(d: torch.Tensor, n: int = n) -> torch.Tensor:
+                v = d.reshape(1, channels, -1, 1) * s_in + conv.shift[n]
+                return _flat(codes(conv.sign, v), channels)
+
+            out, _ = low.thresholds(
+                h, channels, bound, fn, [-1, 1], BIPOLAR, f"{where} base{n}", "base"
+            )
             bases.append(out)
     else:  # bases were emitted by the previous conv's epilogue
         bases = h
     h = _concat(low, bases)
     k_mn, frac = conv.coefficients()
     k_mn = k_mn.detach().to(torch.int64).numpy()
-    b_m = conv.sign(conv.weight_bases().detach()).detach().to(torch.int64).numpy()  # [M, co, ci, k, k]
+    b_m = (
+        conv.sign(conv.weight_bases().detach()).detach().to(torch.int64).numpy()
+    )  # [M, co, ci, k, k]
     weights = np.einsum("mn,mocij->oijnc", k_mn, b_m).reshape(b_m.shape[1], -1)
     win = low.conv_input(h, conv.weight.shape[-1], conv.stride, conv.padding)
-    scale = 2.0 ** -frac
+    scale = 2.0**-frac
     extra = {"abc": [conv.m, conv.n], "frac": frac}
     if nxt is None:  # last conv of the block: requantize to the stream
         fn = lambda d: _flat(codes(block.h_quant, _bn4(bn)(d * scale)), d.shape[0])  # noqa: E731
@@ -277,12 +361,18 @@ def _lower_abc(low: Lowering, conv: AbcConv2d, h: str, bn, nxt, block, s_in, whe
     bound = acc_bound(weights, low.b.dtype(win))
     outs = []
     for n in range(nconv.n):
-        fn = lambda d, n=n: _flat(codes(nconv.sign, _bn4(bn)(d * scale) + nconv.shift[n]), d.shape[0])  # noqa: E731
-        out, flip = low.thresholds(acc, weights.shape[0], bound, fn, [-1, 1], BIPOLAR,
-                                   f"{where} -> base{n}", "base")
+
+        def fn(d: torch.Tensor, n: int = n) -> torch.Tensor:
+            return _flat(codes(nconv.sign, _bn4(bn)(d * scale) + nconv.shift[n]), d.shape[0])
+
+        out, flip = low.thresholds(
+            acc, weights.shape[0], bound, fn, [-1, 1], BIPOLAR, f"{where} -> base{n}", "base"
+        )
         if flip.any():
-            raise GraphError(f"{where}: a BN channel with negative scale feeds ABC bases; "
-                             "shared accumulators cannot be flipped per base")
+            raise GraphError(
+                f"{where}: a BN channel with negative scale feeds ABC bases; "
+                "shared accumulators cannot be flipped per base"
+            )
         outs.append(out)
     return outs
 
@@ -303,19 +393,33 @@ def _residual(low: Lowering, block: QuantBlock, x: str, h: str, s_x: float, wher
         raise GraphError(f"{where}: projection shortcuts are not lowered yet")
     hh, ww, cout = low.b.shape(h)
     if block.stride != 1:
-        sc = low.b.add("DownSampler", [sc], (hh, ww, low.b.shape(sc)[-1]), low.b.dtype(sc),
-                       {"stride": block.stride}, label="down")
+        sc = low.b.add(
+            "DownSampler",
+            [sc],
+            (hh, ww, low.b.shape(sc)[-1]),
+            low.b.dtype(sc),
+            {"stride": block.stride},
+            label="down",
+        )
     extra = cout - low.b.shape(sc)[-1]
     if extra:
-        sc = low.b.add("ChannelPad", [sc], (hh, ww, cout), low.b.dtype(sc),
-                       {"before": extra // 2, "after": extra - extra // 2}, label="cpad")
+        sc = low.b.add(
+            "ChannelPad",
+            [sc],
+            (hh, ww, cout),
+            low.b.dtype(sc),
+            {"before": extra // 2, "after": extra - extra // 2},
+            label="cpad",
+        )
     t = low.b.dtype(h)
-    total = low.b.add("AddStreams", [h, sc], (hh, ww, cout), IntType.fitting(2 * t.min, 2 * t.max),
-                      label="add")
+    total = low.b.add(
+        "AddStreams", [h, sc], (hh, ww, cout), IntType.fitting(2 * t.min, 2 * t.max), label="add"
+    )
     dtype, levels, _ = out_type(block.out_quant)
     fn = lambda d: _flat(codes(block.out_quant, (d * s_x).reshape(1, cout, -1, 1)), cout)  # noqa: E731
-    out, _ = low.thresholds(total, cout, 2 * max(abs(t.min), t.max), fn, levels, dtype,
-                            f"{where} add", "stream")
+    out, _ = low.thresholds(
+        total, cout, 2 * max(abs(t.min), t.max), fn, levels, dtype, f"{where} add", "stream"
+    )
     return out
 
 
@@ -350,8 +454,14 @@ def lower_bnn_pynq(model: nn.Module, shape_chw: tuple[int, int, int], name: str)
         if isinstance(layer, nn.MaxPool2d):
             hh, ww, cc = low.b.shape(x)
             kk = layer.kernel_size
-            x = low.b.add("StreamingMaxPool", [x], (hh // kk, ww // kk, cc), low.b.dtype(x),
-                          {"kernel": kk}, label="pool")
+            x = low.b.add(
+                "StreamingMaxPool",
+                [x],
+                (hh // kk, ww // kk, cc),
+                low.b.dtype(x),
+                {"kernel": kk},
+                label="pool",
+            )
             i += 1
             continue
         wq, ws = weight_codes(layer)
@@ -363,8 +473,13 @@ def lower_bnn_pynq(model: nn.Module, shape_chw: tuple[int, int, int], name: str)
         if isinstance(norm, TensorNorm):  # last layer: accumulator -> float affine
             acc = low.mvau(x, wq.reshape(wq.shape[0], -1), "last fc")
             d = (norm.running_var + norm.eps).pow(0.5)
-            ops = [("mul", torch.tensor([acc_scale])), ("sub", norm.running_mean), ("div", d),
-                   ("mul", norm.weight), ("add", norm.bias)]
+            ops = [
+                ("mul", torch.tensor([acc_scale])),
+                ("sub", norm.running_mean),
+                ("div", d),
+                ("mul", norm.weight),
+                ("add", norm.bias),
+            ]
             logits = low.affine(acc, ops)
             low.label_select(logits)
             return low.b.finish(logits, {"model": name, "input_chw": list(shape_chw)})
@@ -375,8 +490,11 @@ def lower_bnn_pynq(model: nn.Module, shape_chw: tuple[int, int, int], name: str)
 
         def fn(d, norm=norm, act=act, acc_scale=acc_scale):
             v = d * acc_scale
-            shaped = v.reshape(1, d.shape[0], -1, 1) if isinstance(norm, nn.BatchNorm2d) \
+            shaped = (
+                v.reshape(1, d.shape[0], -1, 1)
+                if isinstance(norm, nn.BatchNorm2d)
                 else v.reshape(1, d.shape[0], -1)
+            )
             return _flat(codes(act, norm(shaped)), d.shape[0])
 
         x = low.epilogue_mvau(x, weights, fn, act, f"{name} layer {i}")

@@ -64,8 +64,12 @@ class IntType:
 
     @property
     def max(self) -> int:
-        return {"bipolar": 1, "uint": 2**self.bits - 1, "int": 2 ** (self.bits - 1) - 1,
-                "ternary": 1}[self.kind]
+        return {
+            "bipolar": 1,
+            "uint": 2**self.bits - 1,
+            "int": 2 ** (self.bits - 1) - 1,
+            "ternary": 1,
+        }[self.kind]
 
     @property
     def finn(self) -> str:
@@ -96,8 +100,8 @@ class IntType:
             bits, ints = (int(v) for v in t[6:-1].split(","))
             return IntType("int", bits, bits - ints)
         for kind in ("UINT", "INT"):
-            if t.startswith(kind) and t[len(kind):].isdigit():
-                return IntType(kind.lower(), int(t[len(kind):]))
+            if t.startswith(kind) and t[len(kind) :].isdigit():
+                return IntType(kind.lower(), int(t[len(kind) :]))
         raise GraphError(f"unknown data type {text!r}")
 
     @staticmethod
@@ -176,8 +180,10 @@ class Graph:
                 if not isinstance(value, np.ndarray):
                     raise GraphError(f"node {node.name}: param {key!r} is not an array")
                 if node.op != "Affine" and value.dtype.kind not in "iu":
-                    raise GraphError(f"node {node.name}: param {key!r} has dtype {value.dtype}, "
-                                     "expected integers")
+                    raise GraphError(
+                        f"node {node.name}: param {key!r} has dtype {value.dtype}, "
+                        "expected integers"
+                    )
         if self.output not in known:
             raise GraphError(f"graph output {self.output!r} is never produced")
         names = [n.name for n in self.nodes]
@@ -196,13 +202,24 @@ class Graph:
             "input": self.input,
             "output": self.output,
             "meta": self.meta,
-            "tensors": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype.finn}
-                        for t in self.tensors.values()],
-            "nodes": [{"name": n.name, "op": n.op, "inputs": n.inputs, "outputs": n.outputs,
-                       "attrs": n.attrs,
-                       "params": {k: {"dtype": str(v.dtype), "shape": list(v.shape)}
-                                  for k, v in n.params.items()}}
-                      for n in self.nodes],
+            "tensors": [
+                {"name": t.name, "shape": list(t.shape), "dtype": t.dtype.finn}
+                for t in self.tensors.values()
+            ],
+            "nodes": [
+                {
+                    "name": n.name,
+                    "op": n.op,
+                    "inputs": n.inputs,
+                    "outputs": n.outputs,
+                    "attrs": n.attrs,
+                    "params": {
+                        k: {"dtype": str(v.dtype), "shape": list(v.shape)}
+                        for k, v in n.params.items()
+                    },
+                }
+                for n in self.nodes
+            ],
         }
         path.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=_jsonable) + "\n")
         np.savez_compressed(path.with_suffix(".npz"), **arrays)
@@ -220,7 +237,9 @@ class Graph:
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
             raise GraphError(f"{jpath}: not an hwbed graph (schema field)")
         if doc.get("version") != SCHEMA_VERSION:
-            raise GraphError(f"{jpath}: schema version {doc.get('version')}, expected {SCHEMA_VERSION}")
+            raise GraphError(
+                f"{jpath}: schema version {doc.get('version')}, expected {SCHEMA_VERSION}"
+            )
         try:
             arrays = dict(np.load(npath, allow_pickle=False))
         except Exception as err:  # zip/npy errors come in many types
@@ -229,8 +248,11 @@ class Graph:
         for i, t in enumerate(_field(doc, "tensors", list, "graph")):
             where = f"tensor #{i}"
             name = _field(t, "name", str, where)
-            tensors[name] = Tensor(name, tuple(_field(t, "shape", list, name)),
-                                   IntType.parse(_field(t, "dtype", str, name)))
+            tensors[name] = Tensor(
+                name,
+                tuple(_field(t, "shape", list, name)),
+                IntType.parse(_field(t, "dtype", str, name)),
+            )
         nodes = []
         for i, n in enumerate(_field(doc, "nodes", list, "graph")):
             name = _field(n, "name", str, f"node #{i}")
@@ -242,13 +264,26 @@ class Graph:
                 if list(arr.shape) != list(spec["shape"]) or str(arr.dtype) != spec["dtype"]:
                     raise GraphError(
                         f"node {name}: param {key!r} is {arr.dtype}{list(arr.shape)} in "
-                        f"{npath.name} but the JSON says {spec['dtype']}{spec['shape']}")
+                        f"{npath.name} but the JSON says {spec['dtype']}{spec['shape']}"
+                    )
                 params[key] = arr
-            nodes.append(Node(name, _field(n, "op", str, name), _field(n, "inputs", list, name),
-                              _field(n, "outputs", list, name), _field(n, "attrs", dict, name),
-                              params))
-        graph = Graph(nodes, tensors, _field(doc, "input", str, "graph"),
-                      _field(doc, "output", str, "graph"), doc.get("meta", {}))
+            nodes.append(
+                Node(
+                    name,
+                    _field(n, "op", str, name),
+                    _field(n, "inputs", list, name),
+                    _field(n, "outputs", list, name),
+                    _field(n, "attrs", dict, name),
+                    params,
+                )
+            )
+        graph = Graph(
+            nodes,
+            tensors,
+            _field(doc, "input", str, "graph"),
+            _field(doc, "output", str, "graph"),
+            doc.get("meta", {}),
+        )
         graph.validate()
         from .checks import check_graph  # semantic checks: shapes, types, accumulator bounds
 
@@ -260,7 +295,9 @@ def _field(obj: dict, key: str, kind: type, where: str):
     if not isinstance(obj, dict) or key not in obj:
         raise GraphError(f"{where}: missing field {key!r}")
     if not isinstance(obj[key], kind):
-        raise GraphError(f"{where}: field {key!r} must be {kind.__name__}, got {type(obj[key]).__name__}")
+        raise GraphError(
+            f"{where}: field {key!r} must be {kind.__name__}, got {type(obj[key]).__name__}"
+        )
     return obj[key]
 
 

@@ -14,8 +14,9 @@ from .graph import Graph, GraphError
 from .passes import DEFAULT_PASSES, run_passes
 
 
-def lower(model: nn.Module, spec: ModelSpec | str, shape_chw: tuple[int, int, int],
-          passes=DEFAULT_PASSES) -> Graph:
+def lower(
+    model: nn.Module, spec: ModelSpec | str, shape_chw: tuple[int, int, int], passes=DEFAULT_PASSES
+) -> Graph:
     """Lower ``model`` (eval mode, built for ``spec``) on inputs of shape (C, H, W)."""
     spec = parse_spec(spec)
     model.eval()

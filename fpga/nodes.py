@@ -143,6 +143,18 @@ OP_SPECS: dict[str, OpSpec] = {
     "AddStreams_hls": _PE_OP,
     "DuplicateStreams_hls": _PE_OP,
     "GlobalAccPool_hls": _PE_OP,
+    "DownSampler_hls": OpSpec(
+        required=("ImgDim", "NumChannels", "Stride", "inputDataType"),
+        defaults={"SIMD": 1, "numInputVectors": 1},
+        fold={"SIMD": "NumChannels"},
+        config=("SIMD",),
+    ),
+    "StreamingConcat_hls": OpSpec(
+        required=("ChannelsPerStream", "inputDataType"),
+        defaults={"SIMD": 1, "numInputVectors": [1]},
+        config=("SIMD",),
+    ),
+    "ChannelPad_hls": _PE_OP,
     "ChannelwiseOp_hls": OpSpec(
         required=("NumChannels", "inputDataType"),
         defaults={"PE": 1, "numInputVectors": [1], "ram_style": "distributed",

@@ -29,8 +29,11 @@ class AbsorbThresholdsIntoMVAU:
             if len(g.consumers(node.inputs[0])) != 1 or node.inputs[0] == g.output:
                 continue
             src.params["thresholds"] = node.params["thresholds"]
-            src.attrs.update(out_bias=node.attrs["out_bias"], out_scale=node.attrs["out_scale"],
-                             acc_type=g.tensors[src.outputs[0]].dtype.finn)
+            src.attrs.update(
+                out_bias=node.attrs["out_bias"],
+                out_scale=node.attrs["out_scale"],
+                acc_type=g.tensors[src.outputs[0]].dtype.finn,
+            )
             del g.tensors[src.outputs[0]]
             src.outputs = node.outputs
             g.nodes.remove(node)
@@ -58,10 +61,15 @@ class InferAccumulatorWidths:
                 raise GraphError(
                     f"node {node.name}: accumulator needs {acc.bits} bits "
                     f"(range {int(lo.min())}..{int(hi.max())}), more than the configured "
-                    f"{self.max_bits}")
-            node.attrs.update(acc_type=acc.finn, acc_min=int(lo.min()), acc_max=int(hi.max()),
-                              inputDataType=in_type.finn,
-                              weightDataType=_weight_type(w, node.attrs.get("binary", False)))
+                    f"{self.max_bits}"
+                )
+            node.attrs.update(
+                acc_type=acc.finn,
+                acc_min=int(lo.min()),
+                acc_max=int(hi.max()),
+                inputDataType=in_type.finn,
+                weightDataType=_weight_type(w, node.attrs.get("binary", False)),
+            )
             if "thresholds" not in node.params:
                 g.tensors[node.outputs[0]].dtype = acc
         return g, False

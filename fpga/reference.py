@@ -21,8 +21,11 @@ def sliding_window(x: np.ndarray, k: int, stride: int) -> np.ndarray:
     """[N, H, W, C] -> [N, OH, OW, k*k*C] with (kh, kw, c) ordering (FINN's im2col)."""
     n, h, w, c = x.shape
     oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
-    cols = [x[:, i:i + stride * oh:stride, j:j + stride * ow:stride, :]
-            for i in range(k) for j in range(k)]
+    cols = [
+        x[:, i : i + stride * oh : stride, j : j + stride * ow : stride, :]
+        for i in range(k)
+        for j in range(k)
+    ]
     return np.concatenate(cols, axis=-1)
 
 
@@ -72,8 +75,10 @@ def execute(graph: Graph, pixels: np.ndarray, keep: bool = False) -> np.ndarray 
     """Run uint8 NHWC ``pixels`` through the graph; the output tensor (or every tensor)."""
     expect = graph.tensors[graph.input].shape
     if pixels.ndim != 1 + len(expect) or tuple(pixels.shape[1:]) != tuple(expect):
-        raise GraphError(f"input shape {tuple(pixels.shape)} does not match the graph's "
-                         f"[N, {', '.join(map(str, expect))}]")
+        raise GraphError(
+            f"input shape {tuple(pixels.shape)} does not match the graph's "
+            f"[N, {', '.join(map(str, expect))}]"
+        )
     env = {graph.input: pixels.astype(np.int64)}
     for node in graph.nodes:
         out = node.outputs[0]

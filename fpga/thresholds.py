@@ -33,7 +33,7 @@ def enumerate_levels(
     out = []
     with torch.no_grad():
         for start in range(0, len(grid), CHUNK):
-            d = grid[start:start + CHUNK].expand(channels, -1).contiguous()
+            d = grid[start : start + CHUNK].expand(channels, -1).contiguous()
             out.append(fn(d).to(torch.int64).numpy())
     return np.concatenate(out, axis=1)
 
@@ -53,15 +53,19 @@ def fit_thresholds(
     bad = ~np.isin(levels, codes)
     if bad.any():
         c = int(np.argwhere(bad)[0][0])
-        raise GraphError(f"{where}: channel {c} emits codes {sorted(set(levels[c][bad[c]]))} "
-                         f"outside the output type's {codes.min()}..{codes.max()}")
+        raise GraphError(
+            f"{where}: channel {c} emits codes {sorted(set(levels[c][bad[c]]))} "
+            f"outside the output type's {codes.min()}..{codes.max()}"
+        )
     step = np.diff(levels, axis=1)
     rising, falling = (step >= 0).all(axis=1), (step <= 0).all(axis=1)
     flip = ~rising & falling
     if not (rising | falling).all():
         c = int(np.argwhere(~(rising | falling))[0][0])
-        raise GraphError(f"{where}: channel {c} is not monotone in its accumulator; "
-                         "no threshold table can represent it")
+        raise GraphError(
+            f"{where}: channel {c} is not monotone in its accumulator; "
+            "no threshold table can represent it"
+        )
     oriented = np.where(flip[:, None], levels[:, ::-1], levels)
     thr = np.empty((channels, len(codes) - 1), dtype=np.int64)
     for c in range(channels):
@@ -97,7 +101,9 @@ def thresholds_for(
         return fit_thresholds(enumerate_levels(fn, bound, channels), bound, out_levels, where)
     codes = torch.tensor(out_levels[1:], dtype=torch.int64)
     with torch.no_grad():
-        ends = fn(torch.tensor([[-bound, bound]], dtype=torch.float32).expand(channels, 2).contiguous())
+        ends = fn(
+            torch.tensor([[-bound, bound]], dtype=torch.float32).expand(channels, 2).contiguous()
+        )
         flip = (ends[:, 0] > ends[:, 1]).numpy()
         sign = torch.tensor(np.where(flip, -1.0, 1.0), dtype=torch.float32)[:, None]
 
@@ -112,13 +118,21 @@ def thresholds_for(
             hi, lo = torch.where(ok, mid, hi), torch.where(ok, lo, mid)
         thr = hi.numpy()
         rng = np.random.default_rng(seed)
-        probe = np.concatenate([rng.integers(-bound, bound + 1, (channels, 2048)),
-                                np.clip(thr - 1, -bound, bound), np.clip(thr, -bound, bound)], 1)
+        probe = np.concatenate(
+            [
+                rng.integers(-bound, bound + 1, (channels, 2048)),
+                np.clip(thr - 1, -bound, bound),
+                np.clip(thr, -bound, bound),
+            ],
+            1,
+        )
         want = g(torch.tensor(probe, dtype=torch.float32)).numpy()
     scale = out_levels[1] - out_levels[0] if len(out_levels) > 1 else 1
     got = threshold(probe.T, thr, out_levels[0], scale).T
     if not np.array_equal(got, want):
         c = int(np.argwhere((got != want).any(axis=1))[0][0])
-        raise GraphError(f"{where}: channel {c} is not monotone or leaves the output codes; "
-                         "no threshold table can represent it")
+        raise GraphError(
+            f"{where}: channel {c} is not monotone or leaves the output codes; "
+            "no threshold table can represent it"
+        )
     return thr, flip

@@ -40,7 +40,10 @@ def cost_of(text: str, data: str | None = None, checkpoint: str | None = None) -
 
 def format_table(cost: ModelCost) -> str:
     """A readable per-layer table with totals."""
-    head = f"{'layer':<28} {'kind':<7} {'precision':<9} {'params':>10} {'memory MB':>10} {'MACs':>12} {'NCC 1e6':>9}"
+    head = (
+        f"{'layer':<28} {'kind':<7} {'precision':<9} {'params':>10} {'memory MB':>10} "
+        f"{'MACs':>12} {'NCC 1e6':>9}"
+    )
     lines = [f"== {cost.model}", head, "-" * len(head)]
     for r in cost.layers:
         lines.append(
@@ -49,16 +52,21 @@ def format_table(cost: ModelCost) -> str:
         )
     lines.append("-" * len(head))
     lines.append(
-        f"{'total':<46} {cost.params:>10,} {cost.memory_mb:>10.4f} {cost.macs:>12,} {cost.ncc_m:>9.4f}"
+        f"{'total':<46} {cost.params:>10,} {cost.memory_mb:>10.4f} {cost.macs:>12,} "
+        f"{cost.ncc_m:>9.4f}"
     )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hwbed.cost", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hwbed.cost", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("specs", nargs="+", metavar="SPEC", help="model specs, e.g. resnet20-xnor")
     parser.add_argument("--data", help="data set whose input shape to use (default: the study's)")
-    parser.add_argument("--checkpoint", help="cost of this trained checkpoint instead of a fresh net")
+    parser.add_argument(
+        "--checkpoint", help="cost of this trained checkpoint instead of a fresh net"
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of tables")
     args = parser.parse_args(argv)
     try:

@@ -16,7 +16,8 @@ from hwbed.models.training import TrainConfig, train
 
 HELP = {
     "model": "model spec, e.g. resnet20-xnor (see hwbed.models.spec)",
-    "data": "data set: digits (default), synthetic, cifar10, cifar10-samples, fashion-mnist, imagenet",
+    "data": "data set: digits (default), synthetic, cifar10, cifar10-samples, fashion-mnist, "
+    "imagenet",
     "data_dir": "folder or archive of cifar10/imagenet (default $HWBED_DATA_DIR)",
     "teacher": "teacher checkpoint for -kd specs",
     "init": "start from this checkpoint (-prune-*: the trained float network)",
@@ -25,7 +26,9 @@ HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m hwbed.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hwbed.train", description=__doc__.splitlines()[0]
+    )
     defaults = TrainConfig(model="")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -35,11 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
         elif isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:
-            kind = {"epochs": int, "batch_size": int, "seed": int, "limit": int,
-                    "pretrain_epochs": int, "lr": float, "weight_decay": float,
-                    "kd_temperature": float, "kd_alpha": float}.get(f.name, str)
-            parser.add_argument(flag, type=kind, default=default,
-                                help=HELP.get(f.name, f"default: {default}"))
+            kind = {
+                "epochs": int,
+                "batch_size": int,
+                "seed": int,
+                "limit": int,
+                "pretrain_epochs": int,
+                "lr": float,
+                "weight_decay": float,
+                "kd_temperature": float,
+                "kd_alpha": float,
+            }.get(f.name, str)
+            parser.add_argument(
+                flag, type=kind, default=default, help=HELP.get(f.name, f"default: {default}")
+            )
     return parser
 
 

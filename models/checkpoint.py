@@ -111,11 +111,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated/garbage files
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {err}") from err
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt or truncated?): {err}"
+        ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an hwbed checkpoint (no '{FORMAT}' header)")
     if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, expected {VERSION}")
+        raise CheckpointError(
+            f"{path} has checkpoint version {payload.get('version')}, expected {VERSION}"
+        )
     missing = {"spec", "data", "input_shape", "classes", "state_dict"} - payload.keys()
     if missing:
         raise CheckpointError(f"{path} lacks the fields {sorted(missing)}")
@@ -183,7 +187,13 @@ def load_checkpoint(
     if card_path(path).is_file():
         card = json.loads(card_path(path).read_text())
     meta = CheckpointMeta(
-        spec, payload["data"], (c, h, w), payload["classes"], payload.get("arch") or {},
-        payload.get("epoch", 0), payload.get("complete", False), card,
+        spec,
+        payload["data"],
+        (c, h, w),
+        payload["classes"],
+        payload.get("arch") or {},
+        payload.get("epoch", 0),
+        payload.get("complete", False),
+        card,
     )
     return model, meta

@@ -70,15 +70,14 @@ def _conv_positions(out: torch.Tensor) -> int:
     return int(out.shape[2] * out.shape[3]) if out.dim() == 4 else 1
 
 
-def model_cost(model: nn.Module, spec: ModelSpec | str, input_shape: tuple[int, int, int]) -> ModelCost:
+def model_cost(
+    model: nn.Module, spec: ModelSpec | str, input_shape: tuple[int, int, int]
+) -> ModelCost:
     """Cost of ``model`` (built for ``spec``) on one image of ``input_shape`` (C, H, W)."""
     spec = parse_spec(spec)
     names = {m: n for n, m in model.named_modules()}
     xnor_inner = {m.conv for m in model.modules() if isinstance(m, XnorConv2d)}
-    compute = [
-        m for m in model.modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear, AbcConv2d))
-    ]
+    compute = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, AbcConv2d))]
     first, last = compute[0], compute[-1]
     full_precision = {first, last}
     if spec.kind == "xnor":  # XNOR keeps the 1x1 downsampling convs at full precision too
@@ -118,7 +117,9 @@ def model_cost(model: nn.Module, spec: ModelSpec | str, input_shape: tuple[int, 
         rows.append(LayerCost(names[module], kind, precision, params, bits / 8e6, macs, ncc / 1e6))
 
     def on_norm(module, _inputs, _out):
-        n = sum(b.numel() for b in (module.weight, module.bias, module.running_mean, module.running_var))
+        n = sum(
+            b.numel() for b in (module.weight, module.bias, module.running_mean, module.running_var)
+        )
         rows.append(LayerCost(names[module], "norm", "fp32", n, FP_BITS * n / 8e6, 0, 0.0))
 
     hooks = [m.register_forward_hook(on_compute) for m in compute]
@@ -135,8 +136,11 @@ def model_cost(model: nn.Module, spec: ModelSpec | str, input_shape: tuple[int, 
         model.train(was_training)
     n_scales = _activation_scales(model)
     if n_scales:
-        rows.append(LayerCost("activation scales", "scales", "fp32", n_scales,
-                              FP_BITS * n_scales / 8e6, 0, 0.0))
+        rows.append(
+            LayerCost(
+                "activation scales", "scales", "fp32", n_scales, FP_BITS * n_scales / 8e6, 0, 0.0
+            )
+        )
     return ModelCost(
         model=spec.name,
         params=sum(r.params for r in rows),
@@ -158,5 +162,6 @@ def _activation_scales(model: nn.Module) -> int:
 
 
 def _is_norm(module: nn.Module) -> bool:
-    return all(hasattr(module, a) for a in ("running_mean", "running_var", "weight", "bias")) and \
-        not isinstance(module, (nn.Conv2d, nn.Linear))
+    return all(
+        hasattr(module, a) for a in ("running_mean", "running_var", "weight", "bias")
+    ) and not isinstance(module, (nn.Conv2d, nn.Linear))

@@ -68,7 +68,13 @@ class AbcConv2d(nn.Module):
         coeff_bits: int = 8,
     ):
         super().__init__()
-        self.stride, self.padding, self.m, self.n, self.coeff_bits = stride, padding, m, n, coeff_bits
+        self.stride, self.padding, self.m, self.n, self.coeff_bits = (
+            stride,
+            padding,
+            m,
+            n,
+            coeff_bits,
+        )
         self.weight = nn.Parameter(torch.empty(cout, cin, k, k))
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
         self.register_buffer("u", torch.linspace(-1.0, 1.0, m) if m > 1 else torch.zeros(1))
@@ -95,17 +101,17 @@ class AbcConv2d(nn.Module):
         return torch.clamp(rnd(c * 2.0**frac), -qmax, qmax), frac
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, cin, h, w = x.shape
+        cin, h, w = x.shape[1:]
         acts = self.sign(x.unsqueeze(0) + self.shift.view(-1, 1, 1, 1, 1))  # [N, B, C, H, W]
         bases = self.weight_bases()  # [M, cout, cin, k, k]
         cout = bases.shape[1]
         d = F.conv2d(
-            acts.reshape(self.n * b, cin, h, w),
+            acts.reshape(-1, cin, h, w),
             bases.reshape(self.m * cout, *bases.shape[2:]),
             stride=self.stride,
             padding=self.padding,
         )
-        d = d.view(self.n, b, self.m, cout, *d.shape[-2:])
+        d = d.view(self.n, -1, self.m, cout, *d.shape[-2:])
         k, frac = self.coefficients()
         return torch.einsum("nbmchw,mn->bchw", d, k) * 2.0**-frac
 
@@ -113,8 +119,14 @@ class AbcConv2d(nn.Module):
 def int_conv(cin: int, cout: int, k: int, stride: int, padding: int, bits: int) -> QuantConv2d:
     """Multi-bit convolution with a per-tensor power-of-two weight scale."""
     return QuantConv2d(
-        cin, cout, k, stride=stride, padding=padding, bias=False,
-        weight_quant=IntWeight, weight_bit_width=bits,
+        cin,
+        cout,
+        k,
+        stride=stride,
+        padding=padding,
+        bias=False,
+        weight_quant=IntWeight,
+        weight_bit_width=bits,
     )
 
 

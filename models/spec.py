@@ -7,7 +7,7 @@ Variants
     (none) or ``vanilla``            full precision
     ``kd``                           full precision, trained by distillation from a teacher
     ``prune-<g>[<rate>]``            g in filter|channel|kernel|weight, rate in percent (default 50)
-    ``xnor``                         XNOR-Net: binary weights with per-channel alpha, sign activations
+    ``xnor``                         XNOR-Net: binary weights, per-channel alpha, sign activations
     ``abc<M>x<N>``                   ABC-Net: M binary weight bases, N binary activation bases
     ``w<W>a<A>``                     uniform integer quantization, W-bit weights, A-bit activations
 Examples: ``resnet20``, ``resnet56-kd``, ``resnet20-prune-filter30``, ``resnet20-xnor``,
@@ -92,7 +92,9 @@ def parse_spec(text: str | ModelSpec) -> ModelSpec:
     s = text.strip().lower()
     arch, sep, variant = s.partition("-")
     if arch not in ARCHS:
-        raise SpecError(f"unknown architecture {arch!r} in spec {text!r}; known: {', '.join(ARCHS)}")
+        raise SpecError(
+            f"unknown architecture {arch!r} in spec {text!r}; known: {', '.join(ARCHS)}"
+        )
     if sep and not variant:
         raise SpecError(f"empty variant after '-' in spec {text!r}; drop the '-' for vanilla")
     if not variant:
@@ -100,7 +102,8 @@ def parse_spec(text: str | ModelSpec) -> ModelSpec:
     mt = _VARIANT_RE.match(variant)
     if mt is None:
         raise SpecError(
-            f"unknown variant {variant!r} in spec {text!r}; expected vanilla, kd, xnor, abc<M>x<N>, "
+            f"unknown variant {variant!r} in spec {text!r}; expected vanilla, kd, xnor, "
+            "abc<M>x<N>, "
             f"w<W>a<A> or prune-<{'|'.join(PRUNE_GRANULARITIES)}>[<rate%>]"
         )
     g = mt.groupdict()
@@ -136,6 +139,4 @@ def _check_supported(spec: ModelSpec, text: str) -> None:
             f"the BNN-PYNQ networks take vanilla, kd or w<W>a<A> (e.g. {spec.arch}-w1a1)"
         )
     if spec.family != "bnn-pynq" and spec.kind == "int" and (spec.w_bits < 2 or spec.a_bits < 2):
-        raise SpecError(
-            f"{text!r}: ResNet w<W>a<A> needs W, A >= 2 (use -xnor for binary ResNets)"
-        )
+        raise SpecError(f"{text!r}: ResNet w<W>a<A> needs W, A >= 2 (use -xnor for binary ResNets)")

@@ -152,9 +152,15 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.augment:
         augment = CIFAR_AUGMENT if info.channels == 3 and info.height >= 32 else DIGITS_AUGMENT
     batch_rng = resume["train_state"].get("batch_rng") if resume is not None else None
-    train_batches = Batches(x_tr, y_tr, cfg.batch_size, shuffle=True, augment=augment,
-                            seed=cfg.seed if batch_rng is not None else cfg.seed + start,
-                            drop_last=len(y_tr) > cfg.batch_size)
+    train_batches = Batches(
+        x_tr,
+        y_tr,
+        cfg.batch_size,
+        shuffle=True,
+        augment=augment,
+        seed=cfg.seed if batch_rng is not None else cfg.seed + start,
+        drop_last=len(y_tr) > cfg.batch_size,
+    )
     if batch_rng is not None:  # continue the shuffle/augment stream of the killed run
         train_batches.generator.set_state(batch_rng)
     test_batches = Batches(x_te, y_te, 256)
@@ -162,8 +168,12 @@ def train(cfg: TrainConfig) -> Path:
     t0 = time.perf_counter() - sum(h["seconds"] for h in history)
     for epoch in range(start, cfg.epochs):
         model.train()
-        bar = tqdm(train_batches, desc=f"{spec.name} epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not cfg.progress, leave=False)
+        bar = tqdm(
+            train_batches,
+            desc=f"{spec.name} epoch {epoch + 1}/{cfg.epochs}",
+            disable=not cfg.progress,
+            leave=False,
+        )
         running, lr = 0.0, optimizer.param_groups[0]["lr"]
         for step, (x, y) in enumerate(bar):
             x, y = x.to(device), y.to(device)
@@ -184,25 +194,62 @@ def train(cfg: TrainConfig) -> Path:
         scheduler.step()
         acc = evaluate(model, test_batches, device)
         elapsed = time.perf_counter() - t0
-        history.append({"epoch": epoch + 1, "lr": lr,
-                        "loss": running / max(len(train_batches), 1),
-                        "test_accuracy": acc, "seconds": elapsed - sum(h["seconds"] for h in history)})
-        print(f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']:.4f} "
-              f"test acc {acc:.4f} ({elapsed:.0f}s)", flush=True)
-        card = {"test_accuracy": acc, "seed": cfg.seed, "train_seconds": round(elapsed, 1),
-                "settings": asdict(cfg), "history": history, "test_images": len(y_te)}
-        meta = CheckpointMeta(spec, cfg.data, shape, info.num_classes, epoch=epoch + 1,
-                              complete=epoch + 1 == cfg.epochs, card=card)
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": torch.get_rng_state(), "batch_rng": train_batches.generator.get_state(),
-                 "history": history}
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "loss": running / max(len(train_batches), 1),
+                "test_accuracy": acc,
+                "seconds": elapsed - sum(h["seconds"] for h in history),
+            }
+        )
+        print(
+            f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']:.4f} "
+            f"test acc {acc:.4f} ({elapsed:.0f}s)",
+            flush=True,
+        )
+        card = {
+            "test_accuracy": acc,
+            "seed": cfg.seed,
+            "train_seconds": round(elapsed, 1),
+            "settings": asdict(cfg),
+            "history": history,
+            "test_images": len(y_te),
+        }
+        meta = CheckpointMeta(
+            spec,
+            cfg.data,
+            shape,
+            info.num_classes,
+            epoch=epoch + 1,
+            complete=epoch + 1 == cfg.epochs,
+            card=card,
+        )
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "batch_rng": train_batches.generator.get_state(),
+            "history": history,
+        }
         save_checkpoint(ckpt, model, meta, state)
     if cfg.epochs == 0 or start >= cfg.epochs:
         acc = evaluate(model, test_batches, device)
-        meta = CheckpointMeta(spec, cfg.data, shape, info.num_classes, epoch=cfg.epochs,
-                              complete=True, card={"test_accuracy": acc, "seed": cfg.seed,
-                                                   "settings": asdict(cfg), "history": history,
-                                                   "test_images": len(y_te)})
+        meta = CheckpointMeta(
+            spec,
+            cfg.data,
+            shape,
+            info.num_classes,
+            epoch=cfg.epochs,
+            complete=True,
+            card={
+                "test_accuracy": acc,
+                "seed": cfg.seed,
+                "settings": asdict(cfg),
+                "history": history,
+                "test_images": len(y_te),
+            },
+        )
         save_checkpoint(ckpt, model, meta)
     return ckpt
 
@@ -218,8 +265,10 @@ def _retarget_cosine(scheduler, epochs: int) -> None:
         return
     scheduler.T_max = t_max
     t = scheduler.last_epoch
-    lrs = [scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * t / t_max)) / 2
-           for base in scheduler.base_lrs]
+    lrs = [
+        scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * t / t_max)) / 2
+        for base in scheduler.base_lrs
+    ]
     for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
         group["lr"] = lr
     scheduler._last_lr = lrs
@@ -235,9 +284,13 @@ def _initial_model(spec: ModelSpec, cfg: TrainConfig, shape, classes: int, devic
     base_spec = replace(spec, kind="vanilla", prune=None, rate=0.0)
     init = cfg.init
     if init is None:  # train the float network first, in a sub-folder, itself resumable
-        base_cfg = replace(cfg, model=base_spec.name, init=None,
-                           epochs=cfg.pretrain_epochs or cfg.epochs,
-                           out=str(cfg.output_dir() / "pretrain"))
+        base_cfg = replace(
+            cfg,
+            model=base_spec.name,
+            init=None,
+            epochs=cfg.pretrain_epochs or cfg.epochs,
+            out=str(cfg.output_dir() / "pretrain"),
+        )
         init = train(base_cfg)
     base, _ = load_checkpoint(init, expect_spec=base_spec, device=str(device))
     return prune_model(base, spec)

@@ -26,6 +26,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
 from hwbed.fpga.graph import BIPOLAR, TERNARY, Graph, GraphError, IntType, Node
 from hwbed.sim.dsp48 import P_BITS, Family, OpCount, Simd
 from hwbed.sim.packing import Int8Packing

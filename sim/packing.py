@@ -17,6 +17,7 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+
 from hwbed.sim.dsp48 import (
     INMODE_D_PLUS_A,
     Family,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from hwbed.sim.dsp48 import (
     INMODE_D_PLUS_A,
     P_MASK,

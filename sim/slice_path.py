@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from hwbed.fpga.graph import Graph, GraphError, Node
 from hwbed.fpga.reference import run_node, threshold
 from hwbed.sim.dsp48 import (

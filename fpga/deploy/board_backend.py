@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from hwbed.attacks.executable import BaseExecutable
 
 

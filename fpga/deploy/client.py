@@ -12,6 +12,7 @@ import argparse
 import json
 
 import numpy as np
+
 from hwbed.attacks.remote import RemoteExecutable
 
 from .server import read_token

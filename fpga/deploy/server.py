@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from hwbed.attacks.executable import BaseExecutable, Executable
 from hwbed.fpga.graph import SCHEMA, Graph, GraphError
 from hwbed.fpga.reference import execute

@@ -1,6 +1,7 @@
 """Board table: FINN names and parts, budgets, DSP families, lookup errors."""
 
 import pytest
+
 from hwbed.fpga.boards import BOARDS, RESOURCE_KEYS, dsp_block, get_board
 
 

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 import torch
+
 from hwbed.attacks.executable import BaseExecutable, Executable
 from hwbed.attacks.remote import RemoteError, RemoteExecutable
 from hwbed.fpga.deploy import board_backend, client, server

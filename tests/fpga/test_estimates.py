@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+
 from hwbed.fpga.estimates import (
     dma_bound_fps,
     estimate_reports,

@@ -16,15 +16,16 @@ import numpy as np
 import pytest
 import torch
 from brevitas.nn import QuantConv2d, QuantIdentity
+from onnx import TensorProto, helper
+from qonnx.core.modelwrapper import ModelWrapper
+from torch import nn
+
 from hwbed.fpga.export import ExportError, export_onnx, export_qonnx, run_qonnx
 from hwbed.fpga.ort import OrtRunner, is_dynamic, to_onnxruntime
 from hwbed.models.data import load_dataset, to_float
 from hwbed.models.quantizers import BinaryAct
 from hwbed.models.spec import parse_spec
 from hwbed.models.zoo import build_model, input_size
-from onnx import TensorProto, helper
-from qonnx.core.modelwrapper import ModelWrapper
-from torch import nn
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

@@ -4,6 +4,7 @@ import json
 import warnings
 
 import pytest
+
 from hwbed.fpga.boards import get_board
 from hwbed.fpga.estimates import layer_cycles, layer_resources, network_performance
 from hwbed.fpga.folding import (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from hwbed.models.cost import model_cost
 from hwbed.models.pruning import keep_count
 from hwbed.models.zoo import build_model

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from hwbed.models.data import (
     CIFAR_AUGMENT,
     Augment,

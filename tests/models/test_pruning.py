@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from hwbed.models.pruning import inner_convs, keep_count, prune_model
 from hwbed.models.resnet import ResNet
 from hwbed.models.spec import parse_spec

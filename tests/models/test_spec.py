@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hwbed.models.spec import ARCHS, BNN_PYNQ, ModelSpec, SpecError, parse_spec
 
 RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet18", "resnet50")

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from hwbed.models import training
 from hwbed.models.checkpoint import load_checkpoint, read_checkpoint
 from hwbed.models.pruning import inner_convs

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from brevitas.nn import QuantIdentity, QuantReLU
+
 from hwbed.models.layers import AbcConv2d, XnorConv2d, option_a_shortcut
 from hwbed.models.quantizers import BinaryAct, PixelQuant
 from hwbed.models.resnet import QuantBlock, ResNet

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from hwbed.sim.dsp48 import (
     INMODE_D,
     INMODE_D_MINUS_A,

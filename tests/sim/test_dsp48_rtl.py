@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import pytest
+
 from hwbed.sim import dsp48, rtl_check
 from hwbed.sim.dsp48 import P_MASK, AluMode, LogicOp, Simd, to_signed
 

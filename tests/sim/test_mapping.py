@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from hwbed.fpga.builder import GraphBuilder
 from hwbed.fpga.graph import BIPOLAR, TERNARY, Graph, IntType
 from hwbed.sim.dsp48 import Family, Simd

@@ -8,6 +8,7 @@ from functools import cache
 import numpy as np
 import pytest
 import torch
+
 from hwbed.fpga.builder import GraphBuilder
 from hwbed.fpga.graph import TERNARY, Graph, IntType
 from hwbed.fpga.reference import execute

@@ -1,0 +1,380 @@
+"""The build flow: ordered named steps with presets as data (FINN's build_dataflow shape).
+
+model -> export -> lower -> fold -> estimate -> finn_folder -> deploy -> verify [-> run_finn]
+
+Every step reads its inputs from the output folder and writes its artifact there, so a build
+resumes with ``start_step`` and stops early with ``stop_step``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .boards import Board, get_board
+
+DEFAULT_MODEL = "resnet20-xnor"
+
+
+class BuildError(RuntimeError):
+    """A build that cannot go on; the message says which step and why."""
+
+
+@dataclass
+class BuildConfig:
+    """One build; written to ``build_config.json`` in the output folder."""
+
+    target: str = "pynq-z2"
+    """Board name (see hwbed.fpga.boards)."""
+    model: str | None = None
+    """Model spec; default resnet20-xnor (trained on digits and cached)."""
+    checkpoint: str | None = None
+    """Build this trained checkpoint instead of training."""
+    data: str | None = None
+    """Data set for training and verification (default digits; cnv: synthetic 3x32x32)."""
+    weights: str = "trained"
+    """trained, or random (a freshly initialised, calibrated network: structure and estimates)."""
+    folding: str | None = None
+    """FINN folding config JSON to apply unchanged."""
+    target_fps: float | None = None
+    """Fold to reach this frame rate (FINN's SetFolding); else the fastest folding that fits."""
+    out: str | None = None
+    """Output folder; default build/<model>-<target>."""
+    finn: bool = False
+    """Run FINN's build_dataflow_cfg on the emitted folder (needs FINN importable)."""
+    preset: str = "estimate_only"
+    start_step: str | None = None
+    stop_step: str | None = None
+    epochs: int = 30
+    verify_n: int = 64
+    seed: int = 0
+    progress: bool = True
+
+    def spec_name(self) -> str:
+        from hwbed.models.spec import parse_spec
+
+        if self.checkpoint and not self.model:
+            from hwbed.models.checkpoint import read_checkpoint
+
+            return read_checkpoint(self.checkpoint)["spec"]
+        return parse_spec(self.model or DEFAULT_MODEL).name
+
+    def data_name(self) -> str:
+        if self.data:
+            return self.data
+        return "synthetic" if self.spec_name().startswith("cnv") else "digits"
+
+    def output_dir(self) -> Path:
+        return Path(self.out or f"build/{self.spec_name()}-{self.target}")
+
+
+Step = Callable[[BuildConfig, Path, Board], None]
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# -- steps -----------------------------------------------------------------------------------
+def step_model(cfg: BuildConfig, out: Path, board: Board) -> None:
+    """Train, load or initialise the network; write model.pt (+ model card model.json)."""
+    from hwbed.models.checkpoint import CheckpointMeta, card_path, load_checkpoint, save_checkpoint
+
+    dst = out / "model.pt"
+    if cfg.checkpoint:
+        load_checkpoint(cfg.checkpoint)  # validates before copying
+        shutil.copyfile(cfg.checkpoint, dst)
+        if card_path(cfg.checkpoint).is_file():
+            shutil.copyfile(card_path(cfg.checkpoint), card_path(dst))
+        return
+    spec = cfg.spec_name()
+    if cfg.weights == "random":
+        model, shape, classes = _calibrated_random(cfg)
+        from hwbed.models.spec import parse_spec
+
+        meta = CheckpointMeta(
+            parse_spec(spec),
+            cfg.data_name(),
+            shape,
+            classes,
+            complete=True,
+            card={"weights": "random", "seed": cfg.seed},
+        )
+        save_checkpoint(dst, model, meta)
+        return
+    if cfg.weights != "trained":
+        raise BuildError(f"--weights must be trained or random, got {cfg.weights!r}")
+    from hwbed.models.training import TrainConfig, train
+
+    tcfg = TrainConfig(
+        model=spec, data=cfg.data_name(), epochs=cfg.epochs, seed=cfg.seed, progress=cfg.progress
+    )
+    _log(f"training {spec} on {cfg.data_name()} (cached in {tcfg.output_dir()})")
+    ckpt = train(tcfg)
+    shutil.copyfile(ckpt, dst)
+    shutil.copyfile(card_path(ckpt), card_path(dst))
+
+
+def _calibrated_random(cfg: BuildConfig):
+    """A fresh network after a few train-mode passes over data (sets quantizer statistics)."""
+    import torch
+
+    from hwbed.models.data import load_dataset, to_float
+    from hwbed.models.zoo import build_model, input_size
+
+    spec = cfg.spec_name()
+    x, _, info = load_dataset(
+        cfg.data_name(), "train", size=input_size(spec), limit=256, seed=cfg.seed
+    )
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec, info.channels, info.height, info.width, info.num_classes)
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(x), 64):
+            model(to_float(x[i : i + 64]))
+    model.eval()
+    return model, (info.channels, info.height, info.width), info.num_classes
+
+
+def step_export(cfg: BuildConfig, out: Path, board: Board) -> None:
+    """QONNX export of the twin (what FINN consumes): model.qonnx.onnx."""
+    from hwbed.models.checkpoint import load_checkpoint
+
+    from .export import export_qonnx
+
+    model, meta = load_checkpoint(out / "model.pt")
+    export_qonnx(model, meta.input_shape, out / "model.qonnx.onnx")
+
+
+def step_lower(cfg: BuildConfig, out: Path, board: Board) -> None:
+    """Integer dataflow graph: graph.json + graph.npz."""
+    from .lower import lower_checkpoint
+
+    graph = lower_checkpoint(out / "model.pt")
+    graph.meta["checkpoint"] = "model.pt"
+    graph.save(out / "graph")
+
+
+def step_fold(cfg: BuildConfig, out: Path, board: Board) -> None:
+    """Folding: a given FINN config, a target fps, or the fastest that fits the board."""
+    from .finn_nodes import finn_nodes
+    from .folding import (
+        apply_folding_config,
+        extract_folding_config,
+        fold_for_fps,
+        fold_to_fit,
+        save_folding_config,
+    )
+    from .graph import Graph
+
+    nodes = finn_nodes(Graph.load(out / "graph"))
+    if cfg.folding:
+        nodes = apply_folding_config(nodes, cfg.folding)
+        how = f"applied {cfg.folding}"
+    elif cfg.target_fps:
+        nodes = fold_for_fps(nodes, cfg.target_fps, board.clk_ns)
+        how = f"target {cfg.target_fps:g} fps at {board.clk_mhz:g} MHz"
+    else:
+        nodes = fold_to_fit(nodes, board)
+        how = f"fastest folding that fits {board.name}"
+    save_folding_config(extract_folding_config(nodes), out / "folding_config.json")
+    (out / "hw_nodes.json").write_text(json.dumps({"folding": how, "nodes": nodes}, indent=1))
+    _log(f"folding: {how}")
+
+
+def step_estimate(cfg: BuildConfig, out: Path, board: Board) -> None:
+    """FINN's estimate reports (report/*.json) and hwbed's summary.json."""
+    from hwbed.models.checkpoint import load_checkpoint
+    from hwbed.models.cost import model_cost
+
+    from .estimates import dma_bound_fps, estimate_reports, write_estimate_reports
+    from .graph import Graph
+
+    nodes = json.loads((out / "hw_nodes.json").read_text())["nodes"]
+    write_estimate_reports(nodes, out / "report", board.part, board.clk_ns)
+    reports = estimate_reports(nodes, board.part, board.clk_ns)
+    perf = reports["estimate_network_performance.json"]
+    total = reports["estimate_layer_resources.json"]["total"]
+    graph = Graph.load(out / "graph")
+    model, meta = load_checkpoint(out / "model.pt")
+    cost = model_cost(model, meta.spec, meta.input_shape)
+    in_bits = int(np.prod(graph.tensors[graph.input].shape)) * 8
+    label = graph.tensors[graph.nodes[-1].outputs[0]]
+    out_bits = max(8, label.dtype.bits)
+    dma_fps = dma_bound_fps(board.dma_width_bits, in_bits, out_bits, board.clk_ns)
+    budget = board.budget()
+    used = {k: float(total.get(k, 0.0)) for k in budget}
+    fits = all(used[k] <= budget[k] for k in budget)
+    summary: dict[str, Any] = {
+        "model": meta.spec.name,
+        "weights": meta.card.get("weights", "trained"),
+        "test_accuracy": meta.card.get("test_accuracy"),
+        "data": meta.data,
+        "target": board.name,
+        "board": board.finn_board,
+        "part": board.part,
+        "clock_mhz": board.clk_mhz,
+        "fps_compute_bound": perf["estimated_throughput_fps"],
+        "fps_dma_bound": dma_fps,
+        "fps": min(perf["estimated_throughput_fps"], dma_fps),
+        "latency_ms": perf["estimated_latency_ns"] / 1e6,
+        "bottleneck": perf["max_cycles_node_name"],
+        "bottleneck_cycles": perf["max_cycles"],
+        "resources": {
+            k: {
+                "used": used[k],
+                "budget": budget[k],
+                "percent": 100.0 * used[k] / budget[k] if budget[k] else None,
+            }
+            for k in budget
+        },
+        "fits": fits,
+        "ncc_m": cost.ncc_m,
+        "memory_mb": cost.memory_mb,
+        "dsp_slice_ops": _dsp_ops(graph, board),
+        "folding": json.loads((out / "hw_nodes.json").read_text())["folding"],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(format_summary(summary))
+    if not fits:
+        over = ", ".join(f"{k} {used[k]:.0f} > {budget[k]}" for k in budget if used[k] > budget[k])
+        raise BuildError(f"{meta.spec.name} with this folding does not fit {board.name}: {over}")
+
+
+def _dsp_ops(graph, board: Board) -> dict | str:
+    """DSP48 slice operations per frame from the simulator's mapping, when available."""
+    try:
+        from hwbed.sim.mapping import dsp_report
+    except ImportError:
+        return "unavailable (hwbed.sim.mapping not installed)"
+    family = "E1" if board.dsp_type == "DSP48E1" else "E2"
+    report = dsp_report(graph, family)
+    return report.get("total", report) if isinstance(report, dict) else report
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The readable summary printed at the end of a build."""
+    lines = [
+        f"== {s['model']} on {s['target']} ({s['part']}, {s['clock_mhz']:g} MHz), "
+        f"weights {s['weights']}",
+        f"   folding: {s['folding']}",
+        f"   {'resource':<10}{'used':>10}{'budget':>10}{'use %':>8}",
+    ]
+    for k, r in s["resources"].items():
+        pct = f"{r['percent']:.1f}" if r["percent"] is not None else "-"
+        lines.append(f"   {k:<10}{r['used']:>10.0f}{r['budget']:>10}{pct:>8}")
+    lines += [
+        f"   fits: {'yes' if s['fits'] else 'NO'}",
+        f"   fps: {s['fps']:.1f} (compute-bound {s['fps_compute_bound']:.1f}, "
+        f"DMA-bound {s['fps_dma_bound']:.1f}); latency {s['latency_ms']:.3f} ms",
+        f"   bottleneck: {s['bottleneck']} ({s['bottleneck_cycles']} cycles/frame)",
+        f"   NCC {s['ncc_m']:.3f}e6, memory {s['memory_mb']:.4f} MB",
+    ]
+    return "\n".join(lines)
+
+
+def step_finn_folder(cfg: BuildConfig, out: Path, board: Board) -> None:
+    """finn/: QONNX model, folding config, DataflowBuildConfig JSON, build.py, README."""
+    from .finn_folder import write_finn_folder
+
+    write_finn_folder(out, board)
+
+
+def step_deploy(cfg: BuildConfig, out: Path, board: Board) -> None:
+    """deploy/: the graph and a query-server launcher (simulator here, FINN driver on board)."""
+    from .deploy_package import write_deploy_package
+
+    write_deploy_package(out, board)
+
+
+def step_verify(cfg: BuildConfig, out: Path, board: Board) -> None:
+    """Run data through the executables that promise exactness; fail on any mismatch."""
+    from .verify_build import verify_build
+
+    report = verify_build(out, n=cfg.verify_n, data=cfg.data_name())
+    (out / "verify.json").write_text(json.dumps(report, indent=2) + "\n")
+    _log(f"verify: {report['summary']}")
+    if not report["ok"]:
+        raise BuildError(f"verification failed: {report['summary']}")
+
+
+def step_run_finn(cfg: BuildConfig, out: Path, board: Board) -> None:
+    """Run FINN's build_dataflow_cfg on finn/ and compare its estimates with hwbed's."""
+    from .finn_folder import run_finn
+
+    run_finn(out)
+
+
+STEPS: dict[str, Step] = {
+    "model": step_model,
+    "export": step_export,
+    "lower": step_lower,
+    "fold": step_fold,
+    "estimate": step_estimate,
+    "finn_folder": step_finn_folder,
+    "deploy": step_deploy,
+    "verify": step_verify,
+    "run_finn": step_run_finn,
+}
+
+PRESETS: dict[str, tuple[str, ...]] = {
+    "estimate_only": (
+        "model",
+        "export",
+        "lower",
+        "fold",
+        "estimate",
+        "finn_folder",
+        "deploy",
+        "verify",
+    ),
+    "finn": (
+        "model",
+        "export",
+        "lower",
+        "fold",
+        "estimate",
+        "finn_folder",
+        "deploy",
+        "verify",
+        "run_finn",
+    ),
+}
+
+
+def build(cfg: BuildConfig) -> Path:
+    """Run the preset's steps between start_step and stop_step; return the output folder."""
+    board = get_board(cfg.target)
+    preset = "finn" if cfg.finn else cfg.preset
+    if preset not in PRESETS:
+        raise BuildError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    steps = list(PRESETS[preset])
+    for key in ("start_step", "stop_step"):
+        name = getattr(cfg, key)
+        if name is not None and name not in steps:
+            raise BuildError(
+                f"--{key.replace('_', '-')} {name!r} is not a step of {preset}: {', '.join(steps)}"
+            )
+    first = steps.index(cfg.start_step) if cfg.start_step else 0
+    last = steps.index(cfg.stop_step) if cfg.stop_step else len(steps) - 1
+    out = cfg.output_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "build_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    for i in range(first, last + 1):
+        name = steps[i]
+        _log(f"[{i + 1}/{len(steps)}] {name}: {STEPS[name].__doc__.splitlines()[0]}")
+        try:
+            STEPS[name](cfg, out, board)
+        except BuildError:
+            raise
+        except (ValueError, FileNotFoundError, RuntimeError) as err:
+            raise BuildError(f"step {name} failed: {err}") from err
+    sys.stdout.flush()
+    return out
