@@ -1,0 +1,165 @@
+"""``python -m hwbed.verify SOURCE [--n N] [--data NAME]``: do all execution paths agree?
+
+SOURCE is a build folder (``graph.json`` + ``.npz``, optionally ``model.pt``), a saved graph
+or a checkpoint. N images (the graph's data set, else digits; random uint8 pixels where the
+data set does not fit the graph's input) run through the fast path, the slice-level path,
+qonnx's execution of the rendered graph, the numpy reference and, when a checkpoint is known,
+the Brevitas twin. Each path is compared with the reference: % of images with identical
+scores and % with identical top-1. Exit status: 0 when all agree, 1 when a path that
+promises exactness (fast, slice, qonnx-render) differs, 2 when only the twin differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hwbed.fpga import reference
+from hwbed.fpga.graph import Graph, GraphError
+from hwbed.sim.executable import load_graph
+from hwbed.sim.fast import Plan
+
+EXACT_PATHS = ("fast", "slice", "qonnx-render")
+
+
+@dataclass
+class Agreement:
+    """One path against the reference on the images it ran."""
+
+    path: str
+    images: int
+    same_scores: float
+    same_top1: float
+    seconds: float
+    exact: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.same_scores == 100.0
+
+
+@dataclass
+class Report:
+    rows: list[Agreement] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> int:
+        if any(not r.ok for r in self.rows if r.exact):
+            return 1
+        return 2 if any(not r.ok for r in self.rows) else 0
+
+    def table(self) -> str:
+        lines = [
+            f"{'path':14s} {'images':>6s} {'same scores':>12s} {'same top-1':>11s} "
+            f"{'seconds':>8s}  verdict"
+        ]
+        for r in self.rows:
+            verdict = "ok" if r.ok else ("MISMATCH" if r.exact else "MISMATCH (twin)")
+            lines.append(
+                f"{r.path:14s} {r.images:6d} {r.same_scores:11.1f}% {r.same_top1:10.1f}% "
+                f"{r.seconds:8.2f}  {verdict}"
+            )
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+
+
+def input_pixels(graph: Graph, n: int, data: str | None, seed: int = 0) -> tuple[np.ndarray, str]:
+    """N uint8 NCHW images for the graph, and where they came from."""
+    h, w, c = graph.tensors[graph.input].shape
+    name = data or graph.meta.get("data") or "digits"
+    from hwbed.models.data import load_dataset
+
+    try:
+        x, _, _ = load_dataset(name, "test", limit=n, seed=seed)
+    except (ValueError, OSError) as err:
+        reason = f"data set {name!r} unavailable ({err})"
+    else:
+        if x.shape[1:] == (c, h, w):
+            return x[:n], f"{name} test split"
+        reason = f"data set {name!r} has images {x.shape[1:]}, the graph takes {(c, h, w)}"
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, c, h, w), dtype=np.uint8), f"random uint8 pixels: {reason}"
+
+
+def _compare(path: str, got: np.ndarray, ref: np.ndarray, seconds: float, exact: bool) -> Agreement:
+    ref = ref[: len(got)]
+    same = np.array([np.array_equal(a, b) for a, b in zip(got, ref, strict=True)])
+    top1 = got.argmax(axis=-1) == ref.argmax(axis=-1)
+    return Agreement(path, len(got), 100.0 * same.mean(), 100.0 * top1.mean(), seconds, exact)
+
+
+def _timed(fn: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
+    t0 = time.perf_counter()
+    out = np.asarray(fn())
+    return out, time.perf_counter() - t0
+
+
+def verify(graph: Graph, pixels: np.ndarray, slice_n: int = 16, qonnx_n: int = 8) -> Report:
+    """Run uint8 NCHW ``pixels`` through every available path and compare with the reference."""
+    report = Report()
+    nhwc = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
+    ref, _ = _timed(lambda: reference.execute(graph, nhwc))
+    plan = Plan(graph)
+    got, sec = _timed(lambda: plan.run(nhwc))
+    report.rows.append(_compare("fast", got, ref, sec, True))
+    if importlib.util.find_spec("hwbed.sim.slice_path") is not None:
+        from hwbed.sim.slice_path import execute_slices
+
+        got, sec = _timed(lambda: execute_slices(graph, nhwc[:slice_n]))
+        report.rows.append(_compare("slice", got, ref, sec, True))
+    else:
+        report.notes.append("slice path skipped: hwbed.sim.slice_path is not importable")
+    if importlib.util.find_spec("hwbed.fpga.qonnx_render") is not None:
+        from hwbed.fpga.qonnx_render import run_qonnx_render
+
+        try:
+            got, sec = _timed(lambda: run_qonnx_render(graph, nhwc[:qonnx_n]))
+        except GraphError as err:  # a graph the float32 rendering refuses: not a mismatch
+            report.notes.append(f"qonnx-render refused the graph: {err}")
+        else:
+            report.rows.append(_compare("qonnx-render", got, ref, sec, True))
+    else:
+        report.notes.append("qonnx-render skipped: hwbed.fpga.qonnx_render is not importable")
+    ckpt = graph.meta.get("checkpoint")
+    if ckpt:
+        from hwbed.attacks.executable import TorchTwin
+        from hwbed.models.checkpoint import load_checkpoint
+
+        model, meta = load_checkpoint(ckpt)
+        twin = TorchTwin(model, "twin", meta.input_shape, meta.classes)
+        got, sec = _timed(lambda: twin(pixels))
+        report.rows.append(_compare("twin", got, ref, sec, False))
+    else:
+        report.notes.append("twin skipped: the graph names no checkpoint")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hwbed.verify", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("source", help="build folder, saved graph (.json) or checkpoint (.pt)")
+    parser.add_argument("--n", type=int, default=100, help="images (default 100)")
+    parser.add_argument("--data", help="data set (default: the graph's, else digits)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--slice-n", type=int, default=16, help="images for the slice path")
+    parser.add_argument("--qonnx-n", type=int, default=8, help="images for qonnx (slow)")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error("--n must be positive")
+    graph = load_graph(args.source)
+    pixels, origin = input_pixels(graph, args.n, args.data, args.seed)
+    report = verify(graph, pixels, args.slice_n, args.qonnx_n)
+    print(f"{graph.meta.get('model', 'graph')}: {len(pixels)} images ({origin})")
+    print(report.table())
+    return report.status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

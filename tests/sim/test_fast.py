@@ -1,0 +1,164 @@
+"""The fast path equals the reference executor bit for bit; the simulator's Executable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hwbed.attacks.executable import Executable
+from hwbed.fpga.graph import FLOAT32, Graph, IntType, Node, Tensor
+from hwbed.fpga.lower import lower
+from hwbed.fpga.reference import execute, threshold
+from hwbed.models.zoo import build_model
+from hwbed.sim.executable import ReferenceExecutable, SimExecutable
+from hwbed.sim.fast import Interval, Plan, _thresholding
+
+FAST = [("resnet20-xnor", (1, 8, 8)), ("resnet20-abc3x3", (1, 8, 8)),
+        ("resnet20-w4a4", (1, 8, 8)), ("tfc-w1a1", (1, 8, 8)), ("cnv-w1a1", (3, 32, 32))]
+
+
+def _graph(spec: str, shape: tuple[int, int, int], calibrate) -> Graph:
+    torch.manual_seed(0)
+    model = build_model(spec, *shape, 10)
+    for _ in range(3):
+        calibrate(model, torch.rand(8, *shape))
+    model.eval()
+    return lower(model, spec, shape)
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    return {}
+
+
+@pytest.fixture
+def graph_of(graphs, calibrated):
+    def get(spec, shape):
+        if spec not in graphs:
+            graphs[spec] = _graph(spec, shape, calibrated)
+        return graphs[spec]
+    return get
+
+
+@pytest.mark.parametrize("spec,shape", FAST)
+def test_fast_equals_reference(graph_of, spec, shape):
+    graph = graph_of(spec, shape)
+    c, h, w = shape
+    rng = np.random.default_rng(0)
+    pixels = np.concatenate([rng.integers(0, 256, (6, h, w, c), dtype=np.uint8),
+                             np.full((1, h, w, c), 255, np.uint8),  # worst case: all 255
+                             np.zeros((1, h, w, c), np.uint8)])
+    plan = Plan(graph, chunk=3)  # several chunks
+    assert np.array_equal(plan.run(pixels), execute(graph, pixels))
+
+
+def test_im2col_fallback_is_exact(graph_of, monkeypatch):
+    graph = graph_of("resnet20-xnor", (1, 8, 8))
+    pixels = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+    monkeypatch.setattr("hwbed.sim.fast.conv_is_exact", lambda: False)
+    assert np.array_equal(Plan(graph).run(pixels), execute(graph, pixels))
+
+
+def test_reduced_precision_matmul_is_promoted(graph_of):
+    graph = graph_of("tfc-w1a1", (1, 8, 8))
+    pixels = np.random.default_rng(2).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")  # bf16 matmuls would not be exact
+    try:
+        assert np.array_equal(Plan(graph).run(pixels), execute(graph, pixels))
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def _dense_graph(weight: int) -> Graph:
+    """pixels [1, 1, 8] -> MVAU with all weights ``weight`` -> float logits."""
+    tensors = {"x": Tensor("x", (1, 1, 8), IntType("uint", 8)),
+               "acc": Tensor("acc", (1, 1, 2), IntType("int", 64)),
+               "y": Tensor("y", (1, 1, 2), FLOAT32)}
+    w = np.full((2, 8), weight, np.int64)
+    w[1] = -w[1] + 1
+    nodes = [Node("mvau", "MVAU", ["x"], ["acc"], {"MH": 2, "MW": 8}, {"weights": w}),
+             Node("affine", "Affine", ["acc"], ["y"], {"ops": [["mul", "s"]]},
+                  {"s": np.array([0.5], np.float32)})]
+    return Graph(nodes, tensors, "x", "y")
+
+
+@pytest.mark.parametrize("weight,kernel", [(3, "gemm-f32"), (2**20, "gemm-f64"),
+                                           (2**46, "gemm-i64")])
+def test_bound_picks_the_exact_format(weight, kernel):
+    graph = _dense_graph(weight)
+    plan = Plan(graph)
+    assert plan.describe()[0]["kernel"] == kernel
+    pixels = np.array([[[[255] * 8]], [[[1, 2, 3, 4, 5, 6, 7, 255]]]], np.uint8)
+    assert np.array_equal(plan.run(pixels), execute(graph, pixels))
+
+
+def test_unprovable_bound_is_refused():
+    with pytest.raises(ValueError, match="exceeds int64"):
+        Plan(_dense_graph(2**60))
+
+
+@pytest.mark.parametrize("lut_max", [16, 2**20])
+def test_threshold_kernels_match_reference(monkeypatch, lut_max):
+    monkeypatch.setattr("hwbed.sim.fast.LUT_MAX", lut_max)
+    rng = np.random.default_rng(3)
+    kernels = set()
+    for trial in range(60):
+        c, steps = int(rng.integers(1, 6)), int(rng.integers(1, 30))
+        lo = int(rng.integers(-3000, 50))
+        hi = lo + int(rng.integers(0, 9000))
+        thr = np.sort(rng.integers(lo - 500, hi + 500, (c, steps)), axis=1)
+        if trial % 3 == 0:  # repeated thresholds (saturating levels)
+            thr = np.sort(np.repeat(thr[:, : max(1, steps // 3)], 3, axis=1)[:, :steps], axis=1)
+        b, s = int(rng.integers(-4, 4)), int(rng.choice([1, 2, -1]))
+        node = Node("t", "Thresholding", ["x"], ["y"], {"out_bias": b, "out_scale": s},
+                    {"thresholds": thr})
+        kernel, iv, fn = _thresholding(node, thr, Interval(lo, hi), c)
+        kernels.add(kernel.rstrip("0123456789"))
+        x = np.concatenate([rng.integers(lo, hi + 1, (300, c)), np.full((1, c), lo),
+                            np.full((1, c), hi)])
+        ref = threshold(x, thr, b, s)
+        assert np.array_equal(fn(torch.from_numpy(x).float()).numpy(), ref), kernel
+        assert iv.lo <= ref.min() and ref.max() <= iv.hi
+    assert kernels >= ({"thr-cmp", "thr-bucket", "thr-search"} if lut_max == 16 else
+                       {"thr-cmp", "thr-lut"})
+
+
+# -- Executable ------------------------------------------------------------------------------
+def test_executable_contract(graph_of):
+    graph = graph_of("resnet20-xnor", (1, 8, 8))
+    sim, ref = SimExecutable(graph), ReferenceExecutable(graph)
+    assert isinstance(sim, Executable) and sim.bit_exact and ref.bit_exact
+    assert sim.input_shape == (1, 8, 8) and sim.num_classes == 10
+    pixels = np.random.default_rng(4).integers(0, 256, (5, 1, 8, 8), dtype=np.uint8)
+    scores = sim(pixels)
+    assert scores.dtype == np.float32 and scores.shape == (5, 10)
+    assert np.array_equal(scores, ref(pixels))
+    assert np.array_equal(sim(pixels.astype(np.float32) / 255.0), scores)  # same 8-bit grid
+    assert np.array_equal(sim(torch.from_numpy(pixels[0])), scores[:1])  # one CHW image
+    assert sim.queries == 11 and ref.queries == 5
+    bad = pixels.astype(np.float32) / 255.0
+    bad[3, 0, 2, 2] = np.nan
+    with pytest.raises(ValueError, match="image 3"):
+        sim(bad)
+    with pytest.raises(ValueError, match="expected images"):
+        sim(np.zeros((2, 3, 8, 8), np.uint8))
+    assert sim.queries == 11
+    with pytest.raises(ValueError, match="unknown simulator path"):
+        SimExecutable(graph, path="rtl")
+
+
+def test_executable_loads_saved_graph(graph_of, tmp_path):
+    graph = graph_of("tfc-w1a1", (1, 8, 8))
+    graph.save(tmp_path / "graph")
+    sim = SimExecutable.load(tmp_path)
+    pixels = np.random.default_rng(5).integers(0, 256, (3, 1, 8, 8), dtype=np.uint8)
+    assert np.array_equal(sim(pixels), SimExecutable(graph)(pixels))
+
+
+def test_input_outside_the_graph_range_is_refused():
+    graph = _dense_graph(1)
+    graph.tensors["x"] = Tensor("x", (1, 1, 8), IntType("uint", 4))
+    with pytest.raises(ValueError, match="outside the graph input range"):
+        Plan(graph).run(np.full((1, 1, 1, 8), 16, np.uint8))

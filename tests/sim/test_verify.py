@@ -1,0 +1,69 @@
+"""``python -m hwbed.verify``: agreement table and exit status."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hwbed import verify
+from hwbed.fpga.lower import lower
+from hwbed.models.checkpoint import CheckpointMeta, save_checkpoint
+from hwbed.models.spec import parse_spec
+from hwbed.models.zoo import build_model
+
+SPEC, SHAPE = "tfc-w1a1", (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    """A build folder: graph.json/.npz and the model.pt it was lowered from."""
+    folder = tmp_path_factory.mktemp("build")
+    torch.manual_seed(0)
+    model = build_model(SPEC, *SHAPE, 10).train()
+    with torch.no_grad():
+        for _ in range(3):  # Brevitas calibration
+            model(torch.rand(8, *SHAPE))
+    model.eval()
+    save_checkpoint(folder / "model.pt", model,
+                    CheckpointMeta(parse_spec(SPEC), "digits", SHAPE, 10, complete=True))
+    graph = lower(model, SPEC, SHAPE)
+    graph.meta.update(checkpoint=str(folder / "model.pt"), data="digits")
+    graph.save(folder / "graph")
+    return folder
+
+
+def test_build_folder_agrees(build, capsys):
+    assert verify.main([str(build), "--n", "12", "--slice-n", "4", "--qonnx-n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "digits test split" in out
+    for path in ("fast", "twin"):
+        assert any(line.startswith(path) and line.endswith("ok") for line in out.splitlines())
+
+
+def test_checkpoint_and_random_pixels(build, capsys):
+    assert verify.main([str(build / "model.pt"), "--n", "4", "--data", "synthetic",
+                        "--slice-n", "2", "--qonnx-n", "1"]) == 0
+    assert "random uint8 pixels" in capsys.readouterr().out
+
+
+def test_tampered_path_fails(build, monkeypatch, capsys):
+    real = verify.Plan.run
+
+    def off_by_one(self, pixels):  # a fast path that drifts on the second image
+        out = real(self, pixels).copy()
+        out[1, 0] = np.nextafter(out[1, 0], np.inf)
+        return out
+    monkeypatch.setattr(verify.Plan, "run", off_by_one)
+    assert verify.main([str(build / "graph.json"), "--n", "6", "--slice-n", "2",
+                        "--qonnx-n", "1"]) == 1
+    assert "MISMATCH" in capsys.readouterr().out
+
+
+def test_twin_mismatch_is_reported_apart(build, monkeypatch, capsys):
+    from hwbed.attacks.executable import TorchTwin
+
+    real = TorchTwin.forward
+    monkeypatch.setattr(TorchTwin, "forward", lambda self, p: real(self, p) + 1.0)
+    assert verify.main([str(build), "--n", "4", "--slice-n", "2", "--qonnx-n", "1"]) == 2
+    assert "MISMATCH (twin)" in capsys.readouterr().out
