@@ -238,7 +238,7 @@ def step_estimate(cfg: BuildConfig, out: Path, board: Board) -> None:
         "fits": fits,
         "ncc_m": cost.ncc_m,
         "memory_mb": cost.memory_mb,
-        "dsp_slice_ops": _dsp_ops(graph, board),
+        "dsp_slice_ops": _dsp_ops(graph, board, nodes),
         "folding": json.loads((out / "hw_nodes.json").read_text())["folding"],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -248,15 +248,16 @@ def step_estimate(cfg: BuildConfig, out: Path, board: Board) -> None:
         raise BuildError(f"{meta.spec.name} with this folding does not fit {board.name}: {over}")
 
 
-def _dsp_ops(graph, board: Board) -> dict | str:
-    """DSP48 slice operations per frame from the simulator's mapping, when available."""
+def _dsp_ops(graph, board: Board, nodes: list[dict]) -> dict | str:
+    """DSP48 slice operations per frame under this folding, from the simulator's mapping."""
     try:
-        from hwbed.sim.mapping import dsp_report
+        from hwbed.sim.dsp48 import Family
+        from hwbed.sim.mapping import dsp_report, report_totals
     except ImportError:
         return "unavailable (hwbed.sim.mapping not installed)"
-    family = "E1" if board.dsp_type == "DSP48E1" else "E2"
-    report = dsp_report(graph, family)
-    return report.get("total", report) if isinstance(report, dict) else report
+    family = Family.E1 if board.dsp_type == "DSP48E1" else Family.E2
+    folding = {n["name"]: {k: n[k] for k in ("PE", "SIMD") if k in n} for n in nodes}
+    return report_totals(dsp_report(graph, family, folding))
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -275,8 +276,16 @@ def format_summary(s: dict[str, Any]) -> str:
         f"   fps: {s['fps']:.1f} (compute-bound {s['fps_compute_bound']:.1f}, "
         f"DMA-bound {s['fps_dma_bound']:.1f}); latency {s['latency_ms']:.3f} ms",
         f"   bottleneck: {s['bottleneck']} ({s['bottleneck_cycles']} cycles/frame)",
-        f"   NCC {s['ncc_m']:.3f}e6, memory {s['memory_mb']:.4f} MB",
+        f"   NCC {s['ncc_m']:.4f} x 1e6, memory {s['memory_mb']:.4f} MB",
     ]
+    ops = s.get("dsp_slice_ops")
+    if isinstance(ops, dict):
+        o = ops["ops"]
+        lines.append(
+            f"   DSP48 slice ops/frame (simulator mapping): {o['total']:,} "
+            f"(MAC {o['mac']:,}, packed INT8 {o['packed_int8']:,}, XNOR {o['logic']:,}, "
+            f"SIMD add {o['add']:,})"
+        )
     return "\n".join(lines)
 
 

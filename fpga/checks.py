@@ -7,6 +7,18 @@ import numpy as np
 from .graph import Graph, GraphError, IntType
 
 
+def proven_range(weights: np.ndarray, in_type: IntType) -> tuple[int, int]:
+    """Smallest and largest value any row of ``weights`` . x can take for x of ``in_type``."""
+    lo = np.where(weights > 0, weights * in_type.min, weights * in_type.max).sum(axis=1)
+    hi = np.where(weights > 0, weights * in_type.max, weights * in_type.min).sum(axis=1)
+    return int(lo.min()), int(hi.max())
+
+
+def _check_fits(node, out: IntType, lo: int, hi: int, what: str) -> None:
+    if out.kind != "float" and (lo < out.min or hi > out.max):
+        raise GraphError(f"node {node.name}: output type {out} cannot hold the {what} {lo}..{hi}")
+
+
 def check_graph(graph: Graph) -> None:
     """Raise :class:`GraphError` naming node and field for anything inconsistent."""
     for node in graph.nodes:
@@ -19,9 +31,11 @@ def check_graph(graph: Graph) -> None:
                     f"node {node.name}: field weights has shape {w.shape}, expected "
                     f"(MH={a.get('MH')}, MW={a.get('MW')}) matching input {in_shape}"
                 )
-            in_type = graph.tensors[node.inputs[0]].dtype
-            lo = np.where(w > 0, w * in_type.min, w * in_type.max).sum(axis=1).min()
-            hi = np.where(w > 0, w * in_type.max, w * in_type.min).sum(axis=1).max()
+            lo, hi = proven_range(w, graph.tensors[node.inputs[0]].dtype)
+            if "thresholds" not in p:
+                _check_fits(
+                    node, graph.tensors[node.outputs[0]].dtype, lo, hi, "proven accumulator range"
+                )
             if "acc_type" in a:
                 acc = IntType.parse(a["acc_type"])
                 if lo < acc.min or hi > acc.max:
@@ -46,6 +60,8 @@ def check_graph(graph: Graph) -> None:
             for key in ("out_bias", "out_scale"):
                 if not isinstance(a.get(key), int):
                     raise GraphError(f"node {node.name}: field {key} must be an integer")
+            ends = sorted((a["out_bias"], a["out_bias"] + a["out_scale"] * thr.shape[1]))
+            _check_fits(node, graph.tensors[node.outputs[0]].dtype, *ends, "threshold outputs")
 
 
 def _param(node, key: str) -> np.ndarray:

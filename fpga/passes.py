@@ -11,6 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from .checks import proven_range
 from .graph import OPS, Graph, GraphError, IntType
 
 
@@ -54,19 +55,18 @@ class InferAccumulatorWidths:
                 continue
             in_type = g.tensors[node.inputs[0]].dtype
             w = node.params["weights"]
-            lo = np.where(w > 0, w * in_type.min, w * in_type.max).sum(axis=1)
-            hi = np.where(w > 0, w * in_type.max, w * in_type.min).sum(axis=1)
-            acc = IntType.fitting(int(lo.min()), int(hi.max()))
+            lo, hi = proven_range(w, in_type)
+            acc = IntType.fitting(lo, hi)
             if acc.bits > self.max_bits:
                 raise GraphError(
                     f"node {node.name}: accumulator needs {acc.bits} bits "
-                    f"(range {int(lo.min())}..{int(hi.max())}), more than the configured "
+                    f"(range {lo}..{hi}), more than the configured "
                     f"{self.max_bits}"
                 )
             node.attrs.update(
                 acc_type=acc.finn,
-                acc_min=int(lo.min()),
-                acc_max=int(hi.max()),
+                acc_min=lo,
+                acc_max=hi,
                 inputDataType=in_type.finn,
                 weightDataType=_weight_type(w, node.attrs.get("binary", False)),
             )

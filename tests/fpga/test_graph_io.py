@@ -158,8 +158,6 @@ def test_missing_node_field(saved):
         Graph.load(jpath)
 
 
-@pytest.mark.xfail(strict=True, reason="checks.check_graph does not compare a node's declared "
-                   "output type with its proven range (reported to the lead)")
 def test_output_type_narrower_than_proven_range(saved):
     jpath, _ = saved
     out = graph().node("MVAU_hls_3").outputs[0]
