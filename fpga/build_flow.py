@@ -158,7 +158,7 @@ def step_lower(cfg: BuildConfig, out: Path, board: Board) -> None:
     from .lower import lower_checkpoint
 
     graph = lower_checkpoint(out / "model.pt")
-    graph.meta["checkpoint"] = "model.pt"
+    graph.meta["checkpoint"] = str((out / "model.pt").resolve())
     graph.save(out / "graph")
 
 
@@ -304,14 +304,18 @@ def step_deploy(cfg: BuildConfig, out: Path, board: Board) -> None:
 
 
 def step_verify(cfg: BuildConfig, out: Path, board: Board) -> None:
-    """Run data through the executables that promise exactness; fail on any mismatch."""
-    from .verify_build import verify_build
+    """Fast path, slice path, qonnx rendering and twin against the reference executor."""
+    from hwbed.verify import input_pixels, verify
 
-    report = verify_build(out, n=cfg.verify_n, data=cfg.data_name())
-    (out / "verify.json").write_text(json.dumps(report, indent=2) + "\n")
-    _log(f"verify: {report['summary']}")
-    if not report["ok"]:
-        raise BuildError(f"verification failed: {report['summary']}")
+    from .graph import Graph
+
+    graph = Graph.load(out / "graph")
+    pixels, source = input_pixels(graph, cfg.verify_n, cfg.data_name())
+    report = verify(graph, pixels)
+    (out / "verify.json").write_text(json.dumps(report.to_dict(source), indent=2) + "\n")
+    _log(f"verify on {len(pixels)} images ({source}):\n{report.table()}")
+    if report.status != 0:
+        raise BuildError("verification failed: a path disagrees with the reference executor")
 
 
 def step_run_finn(cfg: BuildConfig, out: Path, board: Board) -> None:
