@@ -16,7 +16,7 @@ import importlib.util
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -55,6 +55,16 @@ class Report:
             return 1
         return 2 if any(not r.ok for r in self.rows) else 0
 
+    def to_dict(self, source: str) -> dict:
+        """JSON-ready form (what the build's verify step writes to verify.json)."""
+        return {
+            "source": source,
+            "ok": self.status == 0,
+            "status": self.status,
+            "rows": [asdict(r) for r in self.rows],
+            "notes": self.notes,
+        }
+
     def table(self) -> str:
         lines = [
             f"{'path':14s} {'images':>6s} {'same scores':>12s} {'same top-1':>11s} "
@@ -76,7 +86,7 @@ def input_pixels(graph: Graph, n: int, data: str | None, seed: int = 0) -> tuple
     from hwbed.models.data import load_dataset
 
     try:
-        x, _, _ = load_dataset(name, "test", limit=n, seed=seed)
+        x, _, _ = load_dataset(name, "test", size=h, limit=n, seed=seed)
     except (ValueError, OSError) as err:
         reason = f"data set {name!r} unavailable ({err})"
     else:
