@@ -16,6 +16,8 @@ from hwbed.models.data import dataset_info
 from hwbed.models.spec import SpecError, parse_spec
 from hwbed.models.zoo import build_model, input_size
 
+IMAGENET_SHAPE = ((3, 224, 224), 1000)
+"""ILSVRC-2012 input and classes, used for costs when no ImageNet folder is configured."""
 DEFAULT_DATA = {"cifar-resnet": "cifar10", "imagenet-resnet": "imagenet", "cnv": "cifar10"}
 
 
@@ -33,9 +35,16 @@ def cost_of(text: str, data: str | None = None, checkpoint: str | None = None) -
         model, meta = load_checkpoint(checkpoint)
         return model_cost(model, meta.spec, tuple(meta.input_shape))
     spec = parse_spec(text)
-    info = dataset_info(data or default_data(spec), size=input_size(spec))
-    model = build_model(spec, info.channels, info.height, info.width, info.num_classes)
-    return model_cost(model, spec, (info.channels, info.height, info.width))
+    name = data or default_data(spec)
+    try:
+        info = dataset_info(name, size=input_size(spec))
+        shape, classes = (info.channels, info.height, info.width), info.num_classes
+    except FileNotFoundError:
+        if data is not None or name != "imagenet":
+            raise
+        shape, classes = IMAGENET_SHAPE  # costs need only the shape, not the images
+    model = build_model(spec, *shape, classes)
+    return model_cost(model, spec, shape)
 
 
 def format_table(cost: ModelCost) -> str:
