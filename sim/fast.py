@@ -169,7 +169,9 @@ class Plan:
             for t in free:
                 del env[t]
         out = env[self.graph.output]
-        return out.numpy() if isinstance(out, torch.Tensor) else out
+        if self.intervals[self.graph.output] is not None:  # an integer output, as the reference
+            out = out.to(torch.int64)
+        return out.numpy()
 
 
 def compile_plan(graph: Graph, chunk: int = 64) -> Plan:

@@ -162,3 +162,11 @@ def test_input_outside_the_graph_range_is_refused():
     graph.tensors["x"] = Tensor("x", (1, 1, 8), IntType("uint", 4))
     with pytest.raises(ValueError, match="outside the graph input range"):
         Plan(graph).run(np.full((1, 1, 1, 8), 16, np.uint8))
+
+
+def test_integer_output_keeps_int64():
+    graph = _dense_graph(2**20)
+    graph.output = "acc"
+    pixels = np.full((2, 1, 1, 8), 255, np.uint8)
+    got, ref = Plan(graph).run(pixels), execute(graph, pixels)
+    assert got.dtype == ref.dtype == np.int64 and np.array_equal(got, ref)
