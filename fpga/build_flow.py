@@ -257,6 +257,10 @@ def _dsp_ops(graph, board: Board, nodes: list[dict]) -> dict | str:
         return "unavailable (hwbed.sim.mapping not installed)"
     family = Family.E1 if board.dsp_type == "DSP48E1" else Family.E2
     folding = {n["name"]: {k: n[k] for k in ("PE", "SIMD") if k in n} for n in nodes}
+    for node in graph.nodes:  # a threshold fused with a flatten folds over the flat vector
+        channels = graph.tensors[node.inputs[0]].shape[-1]
+        if node.op == "Thresholding" and channels % folding.get(node.name, {}).get("PE", 1):
+            folding[node.name] = {"PE": 1}
     return report_totals(dsp_report(graph, family, folding))
 
 
@@ -364,7 +368,10 @@ PRESETS: dict[str, tuple[str, ...]] = {
 
 def build(cfg: BuildConfig) -> Path:
     """Run the preset's steps between start_step and stop_step; return the output folder."""
-    board = get_board(cfg.target)
+    try:
+        board = get_board(cfg.target)
+    except ValueError as err:
+        raise BuildError(str(err)) from err
     preset = "finn" if cfg.finn else cfg.preset
     if preset not in PRESETS:
         raise BuildError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")

@@ -33,9 +33,10 @@ def write_deploy_package(build_dir: Path, board: Board) -> Path:
     for suffix in (".json", ".npz"):
         shutil.copyfile(build_dir / f"graph{suffix}", folder / f"graph{suffix}")
     token = folder / "token"
-    if not token.exists():
-        token.write_text(secrets.token_urlsafe(32) + "\n")
-        os.chmod(token, 0o600)
+    if not token.exists():  # created 0600: never readable by others, not even briefly
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
     for name, text in (("serve.sh", SERVE), ("serve_board.sh", SERVE_BOARD)):
         (folder / name).write_text(text)
         os.chmod(folder / name, 0o755)

@@ -41,8 +41,14 @@ def finn_nodes(graph: Graph) -> list[dict[str, Any]]:
             )
         elif node.op == "Thresholding":
             thr = node.params["thresholds"]
+            if len(out.shape) == 1 < len(in_shape):
+                # thresholds fused with a flatten (TFC/LFC input): FINN thresholds the
+                # flattened vector, one channel per pixel (finn-examples TFC: 784, PE 49)
+                channels, vectors = out.shape[0], [1]
+            else:
+                channels = in_shape[-1]
             d.update(
-                NumChannels=in_shape[-1],
+                NumChannels=channels,
                 inputDataType=in_type,
                 weightDataType=IntType.fitting(int(thr.min()), int(thr.max())).finn,
                 outputDataType=out.dtype.finn,
