@@ -36,7 +36,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 64
     lr: float | None = None
-    """None picks 0.1 for SGD and 2e-3 for Adam."""
+    """None picks 0.1 for SGD, 2e-3 for Adam, and BNN-PYNQ's 0.02 for CNV/TFC/SFC/LFC."""
     optimizer: str = "auto"
     """sgd, adam, or auto (Adam for quantized networks, SGD with momentum otherwise)."""
     weight_decay: float = 5e-4
@@ -91,7 +91,8 @@ def make_optimizer(model: nn.Module, spec: ModelSpec, cfg: TrainConfig):
         kind = "adam" if spec.quantized else "sgd"
     params = [p for p in model.parameters() if p.requires_grad]
     if kind == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr or 2e-3, weight_decay=0.0)
+        default = 0.02 if spec.family == "bnn-pynq" else 2e-3
+        return torch.optim.Adam(params, lr=cfg.lr or default, weight_decay=0.0)
     if kind == "sgd":
         return torch.optim.SGD(
             params, lr=cfg.lr or 0.1, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True
