@@ -15,7 +15,8 @@ from hwbed.sim.executable import ReferenceExecutable, SimExecutable
 from hwbed.sim.fast import Interval, Plan, _thresholding
 
 FAST = [("resnet20-xnor", (1, 8, 8)), ("resnet20-abc3x3", (1, 8, 8)),
-        ("resnet20-w4a4", (1, 8, 8)), ("tfc-w1a1", (1, 8, 8)), ("cnv-w1a1", (3, 32, 32))]
+        ("resnet20-w4a4", (1, 8, 8)), ("tfc-w1a1", (1, 8, 8)), ("cnv-w1a1", (3, 32, 32)),
+        ("cnv-w2a2", (3, 32, 32))]
 
 
 def _graph(spec: str, shape: tuple[int, int, int], calibrate) -> Graph:

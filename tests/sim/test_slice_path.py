@@ -157,7 +157,7 @@ def pixels(spec: str, n: int = 3) -> np.ndarray:
 @pytest.mark.parametrize(("spec", "family"), [
     ("resnet20-xnor", Family.E1), ("resnet20-xnor", Family.E2), ("tfc-w1a1", Family.E1),
     ("tfc-w1a1", Family.E2), ("resnet20-w4a4", Family.E1), ("resnet20-abc3x3", Family.E1),
-    ("resnet20-abc3x3", Family.E2), ("cnv-w1a1", Family.E1),
+    ("resnet20-abc3x3", Family.E2), ("cnv-w1a1", Family.E1), ("cnv-w2a2", Family.E1),
 ])
 def test_network_bit_exact(spec, family):
     counts = assert_exact(lowered(spec), pixels(spec), family)
