@@ -43,8 +43,10 @@ F32_EXACT = 2**24
 """Largest magnitude below which every integer (and every exact sum of two) is a float32."""
 F64_EXACT = 2**53
 I64_SAFE = 2**62
+SHIFT_EXACT = 2**23
+"""float32 holds every multiple of 1/2 of magnitude <= 2^23 (shifted threshold kernels)."""
 LUT_MAX = 2**20
-"""Largest threshold table (input values x channels) built; larger ones use searchsorted."""
+"""Largest threshold table (input values x channels) built; larger ones use buckets."""
 
 
 def fp32_gemm_is_ieee() -> bool:
@@ -77,8 +79,9 @@ class Interval:
         return max(abs(self.lo), abs(self.hi))
 
     def union(self, *others: Interval) -> Interval:
-        return Interval(min(self.lo, *(o.lo for o in others)),
-                        max(self.hi, *(o.hi for o in others)))
+        return Interval(
+            min(self.lo, *(o.lo for o in others)), max(self.hi, *(o.hi for o in others))
+        )
 
 
 @dataclass
@@ -109,19 +112,17 @@ class Plan:
         self.input_shape = tuple(in_t.shape)
         needed = _ancestors(graph)
         iv = {graph.input: self.input_interval}
-        windows = {}  # window output -> its node, where an MVAU alone consumes it (fused conv)
+        fused = {}  # tensor -> the node producing it, run inside its sole consumer's step
         self.steps = []
         for node in graph.nodes:
             out = node.outputs[0]
             if out not in needed:
                 continue
-            if (node.op == "ConvolutionInputGenerator" and out != graph.output
-                    and [c.op for c in graph.consumers(out)] == ["MVAU"]):
-                windows[out] = node
-                iv[out] = iv[node.inputs[0]]
+            if _fusable(node, graph, iv):
+                fused[out] = node
+                iv[out] = _fused_interval(node, iv)
                 continue
-            step = _compile(node, [iv.get(t) for t in node.inputs], graph,
-                            windows.get(node.inputs[0]))
+            step = _compile(node, [iv.get(t) for t in node.inputs], graph, fused, iv)
             iv[step.output] = step.interval
             self.steps.append(step)
         self.intervals = iv
@@ -129,37 +130,54 @@ class Plan:
         for i, step in enumerate(self.steps):
             for t in step.inputs:
                 last_use[t] = i
-        self._free = [[t for t in s.inputs if last_use[t] == i and t != graph.output]
-                      for i, s in enumerate(self.steps)]
+        self._free = [
+            [t for t in s.inputs if last_use[t] == i and t != graph.output]
+            for i, s in enumerate(self.steps)
+        ]
 
     def describe(self) -> list[dict]:
         """One row per step: node, op, kernel and proven output interval."""
-        return [{"node": s.node, "op": s.op, "kernel": s.kernel,
-                 "interval": None if s.interval is None else [s.interval.lo, s.interval.hi]}
-                for s in self.steps]
+        return [
+            {
+                "node": s.node,
+                "op": s.op,
+                "kernel": s.kernel,
+                "interval": None if s.interval is None else [s.interval.lo, s.interval.hi],
+            }
+            for s in self.steps
+        ]
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (or integer) NHWC pixels -> the graph output (float32 logits)."""
         x = np.asarray(pixels)
         if x.ndim != 1 + len(self.input_shape) or tuple(x.shape[1:]) != self.input_shape:
-            raise GraphError(f"input shape {tuple(x.shape)} does not match the graph's "
-                             f"[N, {', '.join(map(str, self.input_shape))}]")
+            raise GraphError(
+                f"input shape {tuple(x.shape)} does not match the graph's "
+                f"[N, {', '.join(map(str, self.input_shape))}]"
+            )
         if x.dtype.kind not in "iu":
             raise GraphError(f"input pixels must be integers, got dtype {x.dtype}")
         lo, hi = self.input_interval.lo, self.input_interval.hi
         full_uint8 = x.dtype == np.uint8 and (lo, hi) == (0, 255)
         if x.size and not full_uint8 and (x.min() < lo or x.max() > hi):
-            raise GraphError(f"input values {x.min()}..{x.max()} outside the graph input range "
-                             f"{lo}..{hi}")
-        starts = range(0, max(len(x), 1), self.chunk)  # an empty batch runs once, empty
-        return np.concatenate([self._run(x[i:i + self.chunk]) for i in starts])
+            raise GraphError(
+                f"input values {x.min()}..{x.max()} outside the graph input range {lo}..{hi}"
+            )
+        if len(x) <= self.chunk:
+            return self._run(x)
+        starts = range(0, len(x), self.chunk)
+        return np.concatenate([self._run(x[i : i + self.chunk]) for i in starts])
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         n = len(x)
-        env = {self.graph.input: torch.from_numpy(np.ascontiguousarray(x)).to(
-            format_for(self.input_interval.mag))}
+        env = {
+            self.graph.input: torch.from_numpy(np.ascontiguousarray(x)).to(
+                format_for(self.input_interval.mag)
+            )
+        }
         ieee = fp32_gemm_is_ieee()
-        with torch.backends.nnpack.flags(enabled=False):  # NNPACK's Winograd/FFT is inexact
+        # NNPACK's Winograd/FFT is inexact; inference mode skips autograd bookkeeping
+        with torch.inference_mode(), torch.backends.nnpack.flags(enabled=False):
             return self._steps(n, env, ieee)
 
     def _steps(self, n: int, env: dict, ieee: bool) -> np.ndarray:
@@ -194,31 +212,94 @@ def _ancestors(graph: Graph) -> set[str]:
     return needed
 
 
-def _compile(node: Node, ivs: list[Interval | None], graph: Graph, window: Node | None) -> Step:
-    """One node's step; ``window`` is the sliding window fused into an MVAU (a convolution)."""
+def _fusable(node: Node, graph: Graph, iv: dict) -> bool:
+    """Whether ``node`` runs inside its sole consumer's step instead of as its own step.
+
+    A sliding window feeding only an MVAU (a convolution), a zero padding feeding only such a
+    window (the convolution's ``padding``), an add feeding only a Thresholding (one pass).
+    """
+    out = node.outputs[0]
+    if out == graph.output or any(iv.get(t) is None for t in node.inputs):
+        return False
+    users = graph.consumers(out)
+    if len(users) != 1:
+        return False
+    user = users[0]
+    if node.op == "ConvolutionInputGenerator":
+        return user.op == "MVAU"
+    if node.op == "FMPadding":
+        return (
+            node.attrs["pad_value"] == 0
+            and user.op == "ConvolutionInputGenerator"
+            and _fusable(user, graph, {**iv, out: Interval(0, 0)})
+        )
+    if node.op == "AddStreams":
+        return user.op == "Thresholding"
+    return False
+
+
+def _fused_interval(node: Node, iv: dict) -> Interval:
+    x = iv[node.inputs[0]]
+    if node.op == "FMPadding":
+        return x.union(Interval(0, 0))
+    if node.op == "AddStreams":
+        y = iv[node.inputs[1]]
+        return Interval(x.lo + y.lo, x.hi + y.hi)
+    return x
+
+
+def _compile(node: Node, ivs: list[Interval | None], graph: Graph, fused: dict, iv: dict) -> Step:
+    """One node's step; ``fused`` maps tensors to the producers run inside their consumer."""
     a, p = node.attrs, node.params
     out = node.outputs[0]
     shape = tuple(graph.tensors[out].shape)
 
-    def step(kernel: str, interval: Interval | None, fn) -> Step:
-        inputs = list(window.inputs if window is not None else node.inputs)
-        return Step(node.name, node.op, kernel, inputs, out, shape, interval, fn)
+    def step(kernel: str, interval: Interval | None, fn, inputs=None) -> Step:
+        return Step(
+            node.name, node.op, kernel, list(inputs or node.inputs), out, shape, interval, fn
+        )
 
     if node.op in ("Affine", "LabelSelect"):  # tiny [N, classes] tensors: the reference's code
+
         def ref(*xs, ieee):
-            ins = [v.numpy() if iv is None else v.to(torch.int64).numpy()
-                   for v, iv in zip(xs, ivs, strict=True)]
+            ins = [
+                v.numpy() if iv is None else v.to(torch.int64).numpy()
+                for v, iv in zip(xs, ivs, strict=True)
+            ]
             return torch.from_numpy(np.ascontiguousarray(run_node(node, ins)))
+
         return step("reference", None, ref)
     if any(v is None for v in ivs):
         raise GraphError(f"node {node.name}: {node.op} on a float tensor has no integer semantics")
     x = ivs[0]
     if node.op == "Thresholding":
         channels = graph.tensors[node.inputs[0]].shape[-1]
-        kernel, interval, fn = _thresholding(node, p["thresholds"], x, channels)
-        return step(kernel, interval, lambda v, ieee: fn(v))
+        add = fused.get(node.inputs[0])
+        if add is None:
+            thr = _thresholding(node, p["thresholds"], x, channels)
+            return step(thr.kernel, thr.out, lambda v, ieee: thr.raw(v))
+        u, w = (iv[t] for t in add.inputs)
+        bound = max(u.mag, w.mag, x.mag)  # u, w and u + w (+ the shift) in any order
+        thr = _thresholding(node, p["thresholds"], x, channels, bound)
+        if thr.shift is not None:
+
+            def add_thr(u, w, ieee):
+                y = torch.add(u.to(torch.float32), thr.shift)
+                return thr.fn(y.add_(w.to(torch.float32)))
+
+            return step(f"add+{thr.kernel}", thr.out, add_thr, add.inputs)
+        fmt = format_for(bound)
+        return step(
+            f"add+{thr.kernel}",
+            thr.out,
+            lambda u, w, ieee: thr.fn(u.to(fmt) + w.to(fmt)),
+            add.inputs,
+        )
     if node.op == "MVAU":
-        return _mvau(node, x, step, window)
+        window = fused.get(node.inputs[0])
+        pad = None if window is None else fused.get(window.inputs[0])
+        inputs = (pad or window or node).inputs
+        return _mvau(node, x, lambda *args: step(*args, inputs), window, pad)
     if node.op == "FMPadding":
         q, value = a["pad"], a["pad_value"]
         iv = x.union(Interval(value, value))
@@ -231,9 +312,12 @@ def _compile(node: Node, ivs: list[Interval | None], graph: Graph, window: Node 
         k = a["kernel"]
 
         def maxpool(v, ieee):
+            if v.dtype == torch.float32:  # channels-last max_pool2d: same windows, max is exact
+                return F.max_pool2d(v.permute(0, 3, 1, 2), k, k).permute(0, 2, 3, 1)
             n, h, w, c = v.shape
             v = v[:, : h // k * k, : w // k * k]
             return v.reshape(n, h // k, k, w // k, k, c).amax(dim=(2, 4))
+
         return step("maxpool", x, maxpool)
     if node.op == "AddStreams":
         y = ivs[1]
@@ -280,7 +364,7 @@ def conv_is_exact() -> bool:
     return fp32_gemm_is_ieee() and torch.backends.mkldnn.conv.fp32_precision in ("none", "ieee")
 
 
-def _mvau(node: Node, x: Interval, step, window: Node | None) -> Step:
+def _mvau(node: Node, x: Interval, step, window: Node | None, pad: Node | None) -> Step:
     w = node.params["weights"].astype(np.int64)
     lo = np.where(w > 0, w * x.lo, w * x.hi).sum(axis=1)
     hi = np.where(w > 0, w * x.hi, w * x.lo).sum(axis=1)
@@ -288,74 +372,146 @@ def _mvau(node: Node, x: Interval, step, window: Node | None) -> Step:
     # every partial sum and product of any summation order is bounded by sum|w| * max|x|
     bound = max(int(np.abs(w).sum(axis=1).max(initial=0)) * x.mag, x.mag)
     fmt = format_for(bound)
-    weights = {torch.float32: torch.from_numpy(w.T.astype(np.float32)),
-               torch.float64: torch.from_numpy(w.T.astype(np.float64)),
-               torch.int64: torch.from_numpy(np.ascontiguousarray(w.T))}
+    weights = {
+        torch.float32: torch.from_numpy(w.T.astype(np.float32)),
+        torch.float64: torch.from_numpy(w.T.astype(np.float64)),
+        torch.int64: torch.from_numpy(np.ascontiguousarray(w.T)),
+    }
     name = {torch.float32: "gemm-f32", torch.float64: "gemm-f64", torch.int64: "gemm-i64"}[fmt]
+    thr = None
+    if "thresholds" in node.params:
+        thr = _thresholding(node, node.params["thresholds"], acc, w.shape[0], bound)
+    # a shift (thresholds folded into a per-channel bias) implies bound + |shift| <= 2^24
+    # (2^23 for half-integer shifts): every partial sum, bias added anywhere, is exact
+    shift = None if thr is None else thr.shift
 
     def gemm(v: torch.Tensor, ieee: bool) -> torch.Tensor:
         use = torch.float64 if fmt == torch.float32 and not ieee else fmt
-        return torch.matmul(v.to(use), weights[use])
+        y = torch.matmul(v.to(use), weights[use])
+        # a float64 accumulator of |acc| <= bound converts exactly; + shift stays exact
+        return y if shift is None else y.to(torch.float32).add_(shift)
 
     run = gemm
     if window is not None:
         k, s = window.attrs["kernel"], window.attrs["stride"]
+        q = 0 if pad is None else pad.attrs["pad"]
         # [MH, (kh, kw, c)] -> [MH, c, kh, kw], channels-last like the NHWC activations
-        kernel = torch.from_numpy(w.reshape(w.shape[0], k, k, -1).transpose(0, 3, 1, 2)
-                                  .astype(np.float32)).contiguous(memory_format=torch.channels_last)
+        kernel = torch.from_numpy(
+            w.reshape(w.shape[0], k, k, -1).transpose(0, 3, 1, 2).astype(np.float32)
+        ).contiguous(memory_format=torch.channels_last)
 
         def conv(v: torch.Tensor, ieee: bool) -> torch.Tensor:
             if fmt == torch.float32 and conv_is_exact():
-                y = F.conv2d(v.to(torch.float32).permute(0, 3, 1, 2), kernel, stride=s)
+                y = F.conv2d(
+                    v.to(torch.float32).permute(0, 3, 1, 2), kernel, bias=shift, stride=s, padding=q
+                )
                 return y.permute(0, 2, 3, 1)
+            if q:
+                v = F.pad(v, (0, 0, q, q, q, q))  # fused FMPadding (pad value 0)
             return gemm(_windows(v, k, s), ieee)
-        run, name = conv, name.replace("gemm", "conv")
-    if "thresholds" not in node.params:
+
+        run, name = conv, name.replace("gemm", "conv") + ("-pad" if q else "")
+    if thr is None:
         return step(name, acc, run)
-    kernel_name, interval, thr = _thresholding(node, node.params["thresholds"], acc, w.shape[0])
-    return step(f"{name}+{kernel_name}", interval, lambda v, ieee: thr(run(v, ieee)))
+    return step(f"{name}+{thr.kernel}", thr.out, lambda v, ieee: thr.fn(run(v, ieee)))
 
 
-def _thresholding(node: Node, thr: np.ndarray, x: Interval, channels: int):
-    """(kernel name, output interval, fn) computing out_bias + out_scale * #(x >= thr[c])."""
+@dataclass
+class Thresholds:
+    """A compiled Thresholding: out = out_bias + out_scale * #(x >= thr[c]) per channel c.
+
+    With ``shift`` (float32 [C]) ``fn`` takes x + shift as a float32 tensor it may overwrite
+    (a producing convolution adds the shift as its bias); without, ``fn`` takes x itself.
+    """
+
+    kernel: str
+    out: Interval
+    shift: torch.Tensor | None
+    fn: Callable[[torch.Tensor], torch.Tensor] = field(repr=False)
+
+    def raw(self, v: torch.Tensor) -> torch.Tensor:
+        """The thresholds applied to x (any exact format)."""
+        if self.shift is None:
+            return self.fn(v)
+        return self.fn(torch.add(v.to(torch.float32), self.shift))
+
+
+def _thresholding(
+    node: Node, thr: np.ndarray, x: Interval, channels: int, bound: int | None = None
+) -> Thresholds:
+    """Compile thresholds over inputs in ``x``, computed with partial sums of magnitude at most
+    ``bound`` (default: |x|): shifted float32 kernels when bound + |shift| <= 2^23, where
+    float32 holds every multiple of 1/2 (so every partial sum, with the shift added anywhere,
+    is exact); otherwise integer compares or searchsorted."""
     b, s = int(node.attrs["out_bias"]), int(node.attrs["out_scale"])
     thr = np.broadcast_to(thr, (channels, thr.shape[1])).astype(np.int64)
     steps = thr.shape[1]
     out = Interval(min(b, b + s * steps), max(b, b + s * steps))
     ofmt = format_for(out.mag)
+    bound = x.mag if bound is None else bound
+    room = SHIFT_EXACT - bound  # the largest |shift| the float32 argument allows
+    room_int = F32_EXACT - bound  # the same for integer shifts: all partial sums integers
+    small_out = 2 * out.mag <= SHIFT_EXACT  # out and (b + s/2) +- s/2 are exact float32
     # clipping keeps #(x >= t) for every x in [lo, hi]: t < lo -> lo (always), t > hi -> hi + 1
     clipped = np.clip(thr, x.lo, x.hi + 1)
-    if steps == 1:
-        t = torch.from_numpy(clipped[:, 0].copy()).to(format_for(x.mag + 1))
-        hit, miss = torch.tensor(b + s, dtype=ofmt), torch.tensor(b, dtype=ofmt)
-        return "thr-cmp", out, lambda v: torch.where(v.to(t.dtype) >= t, hit, miss)
     span = x.hi - x.lo + 1
-    if span * channels <= LUT_MAX:
-        values = np.arange(x.lo, x.hi + 1, dtype=np.int64)[:, None]
-        lut = torch.from_numpy(threshold(values, thr, b, s).reshape(-1)).to(ofmt)
-        offsets = torch.arange(channels, dtype=torch.int64)
-        lo = x.lo
+    if steps == 1:
+        t = clipped[:, 0]
+        if small_out and int(np.abs(t).max(initial=0)) + 1 <= room:
+            # y = x - t + 1/2 is never 0: sign(y) = +1 iff x >= t; out = b + s/2 + s/2 * sign
+            mid, half = b + s / 2, s / 2
+            shift = torch.from_numpy(0.5 - t.astype(np.float64)).to(torch.float32)
 
-        def table(v: torch.Tensor) -> torch.Tensor:
-            return lut[(v.to(torch.int64) - lo) * channels + offsets]
-        return "thr-lut", out, table
-    if x.mag < F32_EXACT // 2:
-        bits = _bucket_bits(clipped, span)
-        if bits and (((span - 1) >> bits) + 1) * channels <= LUT_MAX:
-            return f"thr-bucket{bits}", out, _bucket_kernel(clipped, x, bits, b, s, ofmt)
+            def sign(y: torch.Tensor) -> torch.Tensor:
+                y = y.sign_()
+                return y if (mid, half) == (0, 1) else y.mul_(half).add_(mid)
+
+            return Thresholds("thr-sign", out, shift, sign)
+        t = torch.from_numpy(t.copy()).to(format_for(x.mag + 1))
+        hit, miss = torch.tensor(b + s, dtype=ofmt), torch.tensor(b, dtype=ofmt)
+        return Thresholds(
+            "thr-cmp", out, None, lambda v: torch.where(v.to(t.dtype) >= t, hit, miss)
+        )
+    if small_out and span * channels <= LUT_MAX and span * channels + abs(x.lo) <= room_int:
+        # y = x - lo + c * span in [c * span, (c + 1) * span): the row of channel c
+        lut = torch.from_numpy(_table(x, thr, b, s).T.reshape(-1)).to(torch.float32)
+        shift = torch.from_numpy(np.arange(channels) * span - x.lo).to(torch.float32)
+
+        def table(y: torch.Tensor) -> torch.Tensor:
+            return lut.index_select(0, y.to(torch.int32).reshape(-1)).view(y.shape)
+
+        return Thresholds("thr-lut", out, shift, table)
+    bits = _bucket_bits(clipped, span)
+    buckets = ((span - 1) >> bits) + 1
+    if small_out and bits and buckets * channels <= LUT_MAX and abs(x.lo) <= room_int:
+        return _bucket_kernel(clipped, x, bits, b, s, out)
     # channel c's values and clipped thresholds live in [lo, hi + 1] + c * (span + 1): one
     # sorted array, and #(flat <= v) = c * steps + #(own thresholds <= v)
     gap = span + 1
     if (abs(x.lo) + gap * channels) > I64_SAFE:
         raise GraphError(f"node {node.name}: threshold input range {x.lo}..{x.hi} too wide")
     shift = torch.arange(channels, dtype=torch.int64) * gap
-    flat = torch.from_numpy((clipped + np.arange(channels)[:, None] * gap).reshape(-1))
+    flat = torch.from_numpy(
+        (np.sort(clipped, axis=1) + np.arange(channels)[:, None] * gap).reshape(-1)
+    )
     base = torch.arange(channels, dtype=torch.int64) * steps
 
     def search(v: torch.Tensor) -> torch.Tensor:
         count = torch.searchsorted(flat, v.to(torch.int64) + shift, right=True) - base
         return (count * s + b).to(ofmt)
-    return "thr-search", out, search
+
+    return Thresholds("thr-search", out, None, search)
+
+
+def _table(x: Interval, thr: np.ndarray, b: int, s: int) -> np.ndarray:
+    """[span, C] outputs of the reference's own ``threshold`` for every x in [lo, hi]."""
+    rows = max(1, 2**22 // thr.size)  # bounds the [rows, C, steps] comparison
+    return np.concatenate(
+        [
+            threshold(np.arange(v, min(v + rows, x.hi + 1))[:, None], thr, b, s)
+            for v in range(x.lo, x.hi + 1, rows)
+        ]
+    )
 
 
 def _bucket_bits(clipped: np.ndarray, span: int) -> int:
@@ -365,29 +521,39 @@ def _bucket_bits(clipped: np.ndarray, span: int) -> int:
     return gap.bit_length() - 1
 
 
-def _bucket_kernel(clipped: np.ndarray, x: Interval, bits: int, b: int, s: int, ofmt):
-    """Thresholds by bucket: x in bucket q = (x - lo) >> bits of channel c counts
-    n0[q, c] (thresholds below the bucket) + m[q, c] * (x >= t[q, c]), the bucket's only
-    distinct threshold t of multiplicity m. All float32 arithmetic is on integers < 2^24."""
+def _bucket_kernel(
+    clipped: np.ndarray, x: Interval, bits: int, b: int, s: int, out: Interval
+) -> Thresholds:
+    """Thresholds by bucket: x in bucket j = (x - lo) >> bits of channel c counts
+    n0[j, c] (thresholds below the bucket) + m[j, c] * (x >= t[j, c]), the bucket's only
+    distinct threshold t of multiplicity m. With y = x - lo (an integer in [0, 2^24)),
+    floor(y * 2^-bits) * C + c indexes [bucket, channel] tables: the power-of-two scaling, the
+    floor and the index arithmetic (< LUT_MAX) are exact on such integers, as are the compare
+    and the multiply-add of small integers."""
     channels = clipped.shape[0]
+    clipped = np.sort(clipped, axis=1)
     width = 1 << bits
-    starts = x.lo + width * np.arange(((x.hi - x.lo) >> bits) + 1)
+    nb = ((x.hi - x.lo) >> bits) + 1
+    starts = x.lo + width * np.arange(nb)
     n0 = np.stack([np.searchsorted(row, starts, "left") for row in clipped], axis=1)
     n1 = np.stack([np.searchsorted(row, starts + width, "left") for row in clipped], axis=1)
     inside = np.stack([row[np.minimum(n0[:, c], row.size - 1)] for c, row in enumerate(clipped)], 1)
     last = np.stack([row[np.maximum(n1[:, c] - 1, 0)] for c, row in enumerate(clipped)], 1)
     if ((n1 > n0) & (inside != last)).any():
         raise GraphError("threshold buckets hold two distinct thresholds (internal error)")
-    t = np.where(n1 > n0, inside, starts[:, None])
-    base = torch.from_numpy((b + s * n0).reshape(-1)).to(ofmt)
-    jump = torch.from_numpy((s * (n1 - n0)).reshape(-1)).to(ofmt)
-    tab = torch.from_numpy(t.reshape(-1)).to(torch.float32)
+    t = np.where(n1 > n0, inside, starts[:, None])  # [nb, C]; no threshold: always, m = 0
+    base = torch.from_numpy((b + s * n0).reshape(-1)).to(torch.float32)
+    jump = torch.from_numpy((s * (n1 - n0)).reshape(-1)).to(torch.float32)
+    tab = torch.from_numpy((t - x.lo).reshape(-1)).to(torch.float32)
+    shift = torch.full((channels,), -x.lo, dtype=torch.float32)
     lanes = torch.arange(channels, dtype=torch.float32)
+    scale = 1.0 / width
 
-    def bucket(v: torch.Tensor) -> torch.Tensor:
-        v = v.to(torch.float32)
-        # v - lo, the power-of-two scaling, floor and q * C + c are exact on integers < 2^24
-        q = torch.floor((v - x.lo) * (1.0 / width))
-        idx = (q * channels + lanes).to(torch.int64)
-        return base.take(idx) + jump.take(idx) * (v >= tab.take(idx))
-    return bucket
+    def bucket(y: torch.Tensor) -> torch.Tensor:
+        q = torch.mul(y, scale).floor_().mul_(channels).add_(lanes)
+        idx = q.to(torch.int32).reshape(-1)
+        flat = y.reshape(-1)
+        hit = flat >= tab.index_select(0, idx)
+        return jump.index_select(0, idx).mul_(hit).add_(base.index_select(0, idx)).view(y.shape)
+
+    return Thresholds(f"thr-bucket{bits}", out, shift, bucket)
