@@ -472,15 +472,20 @@ def _thresholding(
         return Thresholds(
             "thr-cmp", out, None, lambda v: torch.where(v.to(t.dtype) >= t, hit, miss)
         )
-    if small_out and span * channels <= LUT_MAX and span * channels + abs(x.lo) <= room_int:
-        # y = x - lo + c * span in [c * span, (c + 1) * span): the row of channel c
-        lut = torch.from_numpy(_table(x, thr, b, s).T.reshape(-1)).to(torch.float32)
-        shift = torch.from_numpy(np.arange(channels) * span - x.lo).to(torch.float32)
+    if small_out and span * channels <= LUT_MAX and x.mag <= F32_EXACT:
+        table = _table(x, thr, b, s)  # [span, C], the reference's own threshold
+        affine = _affine_kernel(x, table, b, s, out, steps)
+        if affine is not None:
+            return Thresholds("thr-affine", out, None, affine)
+        if span * channels + abs(x.lo) <= room_int:
+            # y = x - lo + c * span in [c * span, (c + 1) * span): the row of channel c
+            lut = torch.from_numpy(table.T.reshape(-1)).to(torch.float32)
+            shift = torch.from_numpy(np.arange(channels) * span - x.lo).to(torch.float32)
 
-        def table(y: torch.Tensor) -> torch.Tensor:
-            return lut.index_select(0, y.to(torch.int32).reshape(-1)).view(y.shape)
+            def lookup(y: torch.Tensor) -> torch.Tensor:
+                return lut.index_select(0, y.to(torch.int32).reshape(-1)).view(y.shape)
 
-        return Thresholds("thr-lut", out, shift, table)
+            return Thresholds("thr-lut", out, shift, lookup)
     bits = _bucket_bits(clipped, span)
     buckets = ((span - 1) >> bits) + 1
     if small_out and bits and buckets * channels <= LUT_MAX and abs(x.lo) <= room_int:
@@ -512,6 +517,56 @@ def _table(x: Interval, thr: np.ndarray, b: int, s: int) -> np.ndarray:
             for v in range(x.lo, x.hi + 1, rows)
         ]
     )
+
+
+def _affine_kernel(x: Interval, table: np.ndarray, b: int, s: int, out: Interval, steps: int):
+    """A verified affine form of a threshold table, or None.
+
+    count(x) = #(x >= thr[c]) of a uniform requantizer is clamp(floor(a_c x + b_c), 0, steps)
+    for some reals a_c, b_c. For a fixed a the feasible b form an interval [L(a), U(a)), and
+    U - L is concave in a, so a ternary search per channel finds the widest; the float32
+    kernel (IEEE multiply, add, floor, clamp: each elementwise and correctly rounded, hence
+    the same function of x on any tensor) is then run on every integer of [lo, hi] and kept
+    only if it reproduces the table exactly.
+    """
+    counts = (table - b) // s  # table = b + s * count, count in [0, steps]
+    xs = np.arange(x.lo, x.hi + 1, dtype=np.float64)[:, None]
+
+    def bounds(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v = counts - a * xs
+        lower = np.where(counts > 0, v, -np.inf).max(axis=0)
+        upper = np.where(counts < steps, v + 1, np.inf).min(axis=0)
+        return lower, upper
+
+    lo_a, hi_a = np.zeros(counts.shape[1]), np.full(counts.shape[1], 16.0)
+    for _ in range(100):
+        m1, m2 = lo_a + (hi_a - lo_a) / 3, hi_a - (hi_a - lo_a) / 3
+        g1, g2 = (np.subtract(*bounds(m)[::-1]) for m in (m1, m2))
+        lo_a, hi_a = np.where(g1 < g2, m1, lo_a), np.where(g1 < g2, hi_a, m2)
+    a = (lo_a + hi_a) / 2
+    lower, upper = bounds(a)
+    with np.errstate(invalid="ignore"):
+        bias = np.where(
+            np.isfinite(lower) & np.isfinite(upper),
+            (lower + upper) / 2,
+            np.where(np.isfinite(lower), lower + 0.5, upper - 0.5),
+        )
+    bias = np.nan_to_num(bias, nan=0.0, posinf=0.0, neginf=0.0)
+    at = torch.from_numpy(a).to(torch.float32)
+    if s == 1:  # fold out_bias: clamp(floor(a x + b + out_bias)) to [out_bias, out_bias + steps]
+        bt = torch.from_numpy(bias + b).to(torch.float32)
+
+        def affine(v: torch.Tensor) -> torch.Tensor:
+            return torch.mul(v.to(torch.float32), at).add_(bt).floor_().clamp_(out.lo, out.hi)
+    else:
+        bt = torch.from_numpy(bias).to(torch.float32)
+
+        def affine(v: torch.Tensor) -> torch.Tensor:
+            q = torch.mul(v.to(torch.float32), at).add_(bt).floor_().clamp_(0, steps)
+            return q.mul_(s).add_(b)
+
+    got = affine(torch.from_numpy(np.ascontiguousarray(np.broadcast_to(xs, table.shape))))
+    return affine if np.array_equal(got.numpy(), table) else None
 
 
 def _bucket_bits(clipped: np.ndarray, span: int) -> int:

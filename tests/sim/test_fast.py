@@ -131,7 +131,7 @@ def test_threshold_kernels_match_reference(monkeypatch, lut_max, wide):
     monkeypatch.setattr("hwbed.sim.fast.LUT_MAX", lut_max)
     rng = np.random.default_rng(3)
     kernels = set()
-    for trial in range(80):
+    for trial in range(100):
         c, steps = int(rng.integers(1, 6)), int(rng.integers(1, 30))
         if trial % 4 == 3:  # the residual requant: int9 sums, 255 thresholds
             lo, hi, steps = -256, 254, 255
@@ -139,7 +139,14 @@ def test_threshold_kernels_match_reference(monkeypatch, lut_max, wide):
             lo = int(rng.integers(-3000, 50))
             hi = lo + int(rng.integers(0, 9000))
         thr = np.sort(rng.integers(lo - 500, hi + 500, (c, steps)), axis=1)
-        if trial % 3 == 0:  # repeated thresholds (saturating levels)
+        if trial % 5 == 4:  # a uniform requantizer: thresholds ceil((j - beta) / alpha)
+            alpha, beta = rng.uniform(0.05, 4), rng.uniform(-steps, steps)
+            thr = np.ceil(
+                (np.arange(1, steps + 1) - beta) / alpha + rng.integers(lo, hi + 1, (c, 1))
+            ).astype(np.int64)
+            if trial % 10 == 9:  # one threshold off by one: an affine form may not exist
+                thr[0, steps // 2] += 1
+        elif trial % 3 == 0:  # repeated thresholds (saturating levels)
             thr = np.sort(np.repeat(thr[:, : max(1, steps // 3)], 3, axis=1)[:, :steps], axis=1)
         edges = np.array([lo - 1, lo, lo + 1, hi - 1, hi, hi + 1, hi + 2])
         k = min(thr.shape[1], 7)
@@ -166,15 +173,12 @@ def test_threshold_kernels_match_reference(monkeypatch, lut_max, wide):
             assert np.array_equal(got.raw(v).numpy(), ref), got.kernel
             assert np.array_equal(v.numpy(), x)  # the input is not overwritten
         assert got.out.lo <= ref.min() and ref.max() <= got.out.hi
-    if wide:
-        assert kernels - {"thr-bucket"} == {"thr-cmp", "thr-search"}  # buckets only from lo = 0
+    if wide:  # no float32 shift: affine (needs none), else buckets (lo = 0 only) or integers
+        assert kernels - {"thr-bucket", "thr-affine"} == {"thr-cmp", "thr-search"}
+    elif lut_max == 16:
+        assert kernels == {"thr-sign", "thr-bucket", "thr-search"}
     else:
-        assert (
-            kernels
-            == {16: {"thr-sign", "thr-bucket", "thr-search"}, 2**20: {"thr-sign", "thr-lut"}}[
-                lut_max
-            ]
-        )
+        assert kernels == {"thr-sign", "thr-lut", "thr-affine"}
 
 
 def _add_graph(weight: int) -> Graph:
@@ -270,3 +274,16 @@ def test_integer_output_keeps_int64():
     pixels = np.full((2, 1, 1, 8), 255, np.uint8)
     got, ref = Plan(graph).run(pixels), execute(graph, pixels)
     assert got.dtype == ref.dtype == np.int64 and np.array_equal(got, ref)
+
+
+@pytest.mark.parametrize("thr,kernel", [([[1, 2, 3]], "thr-affine"), ([[1, 2, 10]], "thr-lut")])
+def test_affine_thresholds_only_when_verified(thr, kernel):
+    """A non-uniform threshold table has no affine form; the exhaustive check refuses it."""
+    thr = np.array(thr)
+    node = Node(
+        "t", "Thresholding", ["x"], ["y"], {"out_bias": -1, "out_scale": 1}, {"thresholds": thr}
+    )
+    got = _thresholding(node, thr, Interval(-5, 20), 1)
+    x = np.arange(-5, 21)[:, None]
+    assert got.kernel == kernel
+    assert np.array_equal(got.raw(torch.from_numpy(x).float()).numpy(), threshold(x, thr, -1, 1))
