@@ -341,28 +341,12 @@ STEPS: dict[str, Step] = {
     "run_finn": step_run_finn,
 }
 
+ESTIMATE_ONLY = ("model", "export", "lower", "fold", "estimate", "finn_folder", "deploy", "verify")
+"""Everything that runs without Vivado/Vitis."""
+
 PRESETS: dict[str, tuple[str, ...]] = {
-    "estimate_only": (
-        "model",
-        "export",
-        "lower",
-        "fold",
-        "estimate",
-        "finn_folder",
-        "deploy",
-        "verify",
-    ),
-    "finn": (
-        "model",
-        "export",
-        "lower",
-        "fold",
-        "estimate",
-        "finn_folder",
-        "deploy",
-        "verify",
-        "run_finn",
-    ),
+    "estimate_only": ESTIMATE_ONLY,
+    "finn": (*ESTIMATE_ONLY, "run_finn"),
 }
 
 
