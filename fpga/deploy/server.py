@@ -345,8 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
         if 0 < self._unread <= DRAIN_LIMIT:
             try:
                 self.rfile.read(self._unread)
-            except OSError:
-                pass
+            except OSError:  # the client went away mid-body: nothing left to answer
+                self.close_connection = True
         elif self._unread:
             self.close_connection = True
         self._unread = 0

@@ -21,7 +21,7 @@ def _cfg(tmp_path, model="resnet20", name="run", **kw):
 
 
 class Killed(Exception):
-    pass
+    """Stands for the process being killed in the middle of an epoch."""
 
 
 def _kill_at_evaluation(monkeypatch, call: int):
