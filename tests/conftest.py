@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,3 +49,9 @@ def shape_of():
 @pytest.fixture
 def calibrated():
     return calibrate
+
+
+@pytest.fixture(scope="session")
+def finn_examples_dir() -> Path:
+    """finn-examples' folding configs (cnv/tfc w1a1/w2a2), vendored in tests/fixtures."""
+    return Path(__file__).parent / "fixtures" / "finn-examples"

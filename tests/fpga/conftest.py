@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-
-FIXTURES = Path("/work/shared/fixtures/finn-examples")
 
 
 def _dtypes(wbits: int, abits: int) -> tuple[str, str]:
@@ -99,11 +96,11 @@ NETWORKS = {
 
 
 @pytest.fixture
-def finn_example():
+def finn_example(finn_examples_dir):
     """Factory: ``finn_example("tfc-w1a1")`` -> (node dicts, finn-examples folding config)."""
 
     def make(name: str) -> tuple[list[dict], dict]:
-        config = json.loads((FIXTURES / f"{name}_folding_config.json").read_text())
+        config = json.loads((finn_examples_dir / f"{name}_folding_config.json").read_text())
         return NETWORKS[name](), config
 
     return make

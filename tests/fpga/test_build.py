@@ -12,6 +12,7 @@ are those of a trained one) and a small verify step. Module-scoped fixtures buil
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import math
@@ -34,7 +35,6 @@ from hwbed.fpga.folding import InfeasibleTargetError, apply_folding_config
 from hwbed.fpga.graph import Graph
 from hwbed.fpga.nodes import OP_SPECS, attr
 
-FIXTURES = Path("/work/shared/fixtures/finn-examples")
 REPO = Path(__file__).resolve().parents[2]
 VERIFY_N = 8
 ESTIMATE_ONLY = PRESETS["estimate_only"]
@@ -86,7 +86,7 @@ def cli_tfc(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 
 
 @pytest.fixture(scope="module")
-def tfc_examples(tmp_path_factory) -> tuple[Path, str]:
+def tfc_examples(tmp_path_factory, finn_examples_dir) -> tuple[Path, str]:
     from hwbed.models.data import load_dataset
 
     try:
@@ -98,7 +98,7 @@ def tfc_examples(tmp_path_factory) -> tuple[Path, str]:
         model="tfc-w1a1",
         data="fashion-mnist",
         weights="random",
-        folding=str(FIXTURES / "tfc-w1a1_folding_config.json"),
+        folding=str(finn_examples_dir / "tfc-w1a1_folding_config.json"),
         verify_n=VERIFY_N,
         progress=False,
         out=str(tmp_path_factory.mktemp("tfc") / "b"),
@@ -107,12 +107,12 @@ def tfc_examples(tmp_path_factory) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="module")
-def cnv_examples(tmp_path_factory) -> tuple[Path, str]:
+def cnv_examples(tmp_path_factory, finn_examples_dir) -> tuple[Path, str]:
     cfg = BuildConfig(
         target="pynq-z2",
         model="cnv-w1a1",
         weights="random",
-        folding=str(FIXTURES / "cnv-w1a1_folding_config.json"),
+        folding=str(finn_examples_dir / "cnv-w1a1_folding_config.json"),
         verify_n=VERIFY_N,
         progress=False,
         out=str(tmp_path_factory.mktemp("cnv") / "b"),
@@ -299,9 +299,9 @@ def test_dma_bound_by_hand(cli_tfc, cnv_examples):
 
 
 @pytest.mark.parametrize("net", ["tfc-w1a1", "cnv-w1a1"])
-def test_finn_examples_folding_applied_unchanged(net, request, finn_example):
+def test_finn_examples_folding_applied_unchanged(net, request, finn_example, finn_examples_dir):
     out, printed = request.getfixturevalue(f"{net[:3]}_examples")
-    config = json.loads((FIXTURES / f"{net}_folding_config.json").read_text())
+    config = json.loads((finn_examples_dir / f"{net}_folding_config.json").read_text())
     nodes = {n["name"]: n for n in _load(out, "hw_nodes.json")["nodes"]}
     for name, values in config.items():
         if name != "Defaults":
@@ -312,7 +312,7 @@ def test_finn_examples_folding_applied_unchanged(net, request, finn_example):
     finn_cycles = layer_cycles(apply_folding_config(fixture_nodes, config))
     ours = _load(out, "report/estimate_layer_cycles.json")
     assert {k: v for k, v in ours.items() if not k.startswith("Affine")} == finn_cycles
-    assert f"folding: applied {FIXTURES / f'{net}_folding_config.json'}" in printed
+    assert f"folding: applied {finn_examples_dir / f'{net}_folding_config.json'}" in printed
 
 
 def test_tfc_examples_matches_finn_report(tfc_examples):
@@ -501,11 +501,7 @@ def test_unfolded_network_does_not_fit_pynq_z1(resumable):
 
 def test_run_finn_without_finn_says_where_to_run_it(cnv_examples, tmp_path):
     pytest.importorskip("hwbed.fpga.finn_folder")
-    try:
-        import finn  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    if importlib.util.find_spec("finn") is not None:
         pytest.skip("FINN is importable here")
     out = tmp_path / "b"
     shutil.copytree(cnv_examples[0], out)

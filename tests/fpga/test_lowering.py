@@ -4,10 +4,8 @@ for bit; FINN node names; refusals with their messages."""
 from __future__ import annotations
 
 import copy
-import json
 import re
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +26,6 @@ from hwbed.fpga.reference import execute
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Keyword arguments are being passed")
 
-FIXTURES = Path("/work/shared/fixtures/finn-examples")
 SHAPES = {"cnv": (3, 32, 32), "tfc": (1, 8, 8), "resnet20": (1, 8, 8)}
 CALIBRATION_STEPS = {"abc": 8, "int": 8}
 """Training-mode forwards that set BN statistics and Brevitas' runtime scales."""
@@ -152,8 +149,8 @@ def test_agreement_check_can_fail():
 
 # -- FINN names --------------------------------------------------------------------------------
 @pytest.mark.parametrize("spec", ["cnv-w1a1", "tfc-w1a1"])
-def test_finn_names_cover_folding_config(spec):
-    config = json.loads((FIXTURES / f"{spec}_folding_config.json").read_text())
+def test_finn_names_cover_folding_config(spec, finn_example):
+    config = finn_example(spec)[1]
     names = {n.name for n in lowered(spec)[2].nodes}
     missing = set(config) - {"Defaults"} - names
     assert not missing, f"{spec}: folding-config nodes absent from the graph: {sorted(missing)}"
