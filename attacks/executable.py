@@ -4,6 +4,15 @@ An executable takes a batch of images [N, C, H, W] and returns class scores [N, 
 uint8 pixels pass unchanged; float images in [0, 1] are put on the 8-bit grid first
 (``round(255 x)``, half to even, saturated to 0..255), because that is all the hardware can
 receive. Every image counts as one query.
+
+``returns`` says what the scores mean: ``"scores"`` (logits, comparable across classes) or
+``"labels"`` (a label-only device such as a FINN build ending in LabelSelect: its rows are
+rank codes k, k-1, ..., 1 for the top-k labels and 0 elsewhere, good for argmax only).
+
+The kinds that exist (built by :func:`hwbed.attacks.backends.executable`): ``twin``
+(:class:`TorchTwin`), ``sim`` and ``sim-reference`` (:mod:`hwbed.sim.executable`), ``ort`` and
+``qonnx`` (:mod:`hwbed.attacks.backends`), ``remote`` (:mod:`hwbed.attacks.remote`) and
+``finn`` (:mod:`hwbed.fpga.deploy.board_backend`).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ class Executable(Protocol):
     input_shape: tuple[int, int, int]
     num_classes: int
     bit_exact: bool
+    returns: str
     queries: int
 
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray: ...
@@ -55,6 +65,7 @@ class BaseExecutable:
     """Input checking and query counting around a backend's ``forward(pixels)``."""
 
     bit_exact = False
+    returns = "scores"
 
     def __init__(self, name: str, input_shape: tuple[int, int, int], num_classes: int):
         self.name = name

@@ -47,11 +47,14 @@ class RemoteExecutable(BaseExecutable):
         self.timeout = float(timeout)
         self._token = token
         info = self.info()
-        super().__init__(name or f"remote:{info['name']}", tuple(info["input_shape"]),
-                         info["num_classes"])
+        super().__init__(
+            name or f"remote:{info['name']}", tuple(info["input_shape"]), info["num_classes"]
+        )
         self.bit_exact = bool(info["bit_exact"])
-        self.max_batch = max(1, min(int(info["max_batch"]),
-                                    int(info["max_bytes"]) // math.prod(self.input_shape)))
+        self.returns = str(info.get("returns", "scores"))  # servers before protocol field
+        self.max_batch = max(
+            1, min(int(info["max_batch"]), int(info["max_bytes"]) // math.prod(self.input_shape))
+        )
 
     def info(self) -> dict:
         """The server's ``/v1/info``: name, shapes, limits and its query counter."""
@@ -62,7 +65,7 @@ class RemoteExecutable(BaseExecutable):
         parts, done = [], 0
         try:
             for start in range(0, len(pixels), self.max_batch):
-                chunk = np.ascontiguousarray(pixels[start:start + self.max_batch])
+                chunk = np.ascontiguousarray(pixels[start : start + self.max_batch])
                 parts.append(self._predict(chunk))
                 done += len(chunk)
         except RemoteError:
@@ -71,29 +74,41 @@ class RemoteExecutable(BaseExecutable):
         return np.concatenate(parts)
 
     def _predict(self, chunk: np.ndarray) -> np.ndarray:
-        body, headers = self._request("POST", "/v1/predict", chunk.tobytes(), {
-            "Content-Type": "application/octet-stream",
-            "Accept": "application/octet-stream",
-            "X-Shape": ",".join(map(str, chunk.shape)),
-        })
+        body, headers = self._request(
+            "POST",
+            "/v1/predict",
+            chunk.tobytes(),
+            {
+                "Content-Type": "application/octet-stream",
+                "Accept": "application/octet-stream",
+                "X-Shape": ",".join(map(str, chunk.shape)),
+            },
+        )
         expect = (len(chunk), self.num_classes)
         shape = tuple(int(v) for v in headers.get("X-Shape", "").split(",") if v)
         if shape != expect or len(body) != 4 * math.prod(expect):
-            raise RemoteError(f"{self.url}: reply of shape {shape} and {len(body)} bytes, "
-                              f"expected float32 {expect}")
+            raise RemoteError(
+                f"{self.url}: reply of shape {shape} and {len(body)} bytes, "
+                f"expected float32 {expect}"
+            )
         return np.frombuffer(body, dtype="<f4").reshape(expect).astype(np.float32)
 
-    def _request(self, method: str, path: str, data: bytes | None = None,
-                 headers: dict | None = None) -> tuple[bytes, Message]:
+    def _request(
+        self, method: str, path: str, data: bytes | None = None, headers: dict | None = None
+    ) -> tuple[bytes, Message]:
         request = urllib.request.Request(
-            self.url + path, data=data, method=method,
-            headers={"Authorization": f"Bearer {self._token}", **(headers or {})})
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self._token}", **(headers or {})},
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as reply:
                 return reply.read(), reply.headers
         except urllib.error.HTTPError as err:
-            raise RemoteError(f"{self.url}{path}: HTTP {err.code}: {_server_message(err)}",
-                              err.code) from err
+            raise RemoteError(
+                f"{self.url}{path}: HTTP {err.code}: {_server_message(err)}", err.code
+            ) from err
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise RemoteError(f"{self.url}{path}: cannot reach the server: {reason}") from err

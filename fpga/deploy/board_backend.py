@@ -85,6 +85,7 @@ class FinnBoardExecutable(BaseExecutable):
         super().__init__(name, input_shape, num_classes)
         self.overlay = overlay
         self.outputs = outputs
+        self.returns = outputs
         self.hw_batch = int(hw_batch)
         board_input(np.zeros((1, *self.input_shape), np.uint8), self.ishape)  # sizes agree
         if self.overlay.batch_size != self.hw_batch:

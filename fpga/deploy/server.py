@@ -2,8 +2,8 @@
 
 Protocol (version 1; ``docs/deploy.md``):
 
-- ``GET /v1/info`` -> JSON: name, input_shape [C, H, W], num_classes, bit_exact, queries
-  (images answered), requests, max_batch, max_bytes.
+- ``GET /v1/info`` -> JSON: name, input_shape [C, H, W], num_classes, bit_exact, returns
+  (``scores`` or ``labels``), queries (images answered), requests, max_batch, max_bytes.
 - ``POST /v1/predict`` with ``Content-Type: application/octet-stream``, a body of uint8 pixels
   [N, C, H, W] in C order, and ``X-Shape: N,C,H,W`` (or ``X-Batch: N``) -> float32 scores
   [N, num_classes]: JSON ``{"shape", "scores"}``, or raw little-endian float32 with
@@ -157,7 +157,8 @@ class QueryServer:
         exe = self.executable
         return {"version": PROTOCOL_VERSION, "name": exe.name,
                 "input_shape": list(exe.input_shape), "num_classes": exe.num_classes,
-                "bit_exact": bool(exe.bit_exact), "dtype": "uint8", "layout": "NCHW",
+                "bit_exact": bool(exe.bit_exact), "returns": getattr(exe, "returns", "scores"),
+                "dtype": "uint8", "layout": "NCHW",
                 "queries": self.queries, "requests": self.requests,  # received, this one included
                 "max_batch": self.max_batch, "max_bytes": self.max_bytes}
 

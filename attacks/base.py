@@ -1,0 +1,278 @@
+"""What every attack shares: the call signature, input checks, losses and the result.
+
+API in foolbox 3's shape: ``attack(model, images, labels, epsilons=[...])`` returns an
+:class:`~hwbed.attacks.result.AttackResult` with per-example outcomes for every ε.
+White-box attacks take a :class:`~hwbed.attacks.twin.Twin` (or a torch module); black-box
+attacks take any :class:`~hwbed.attacks.executable.Executable` and reach it only through an
+:class:`~hwbed.attacks.oracle.Oracle`. Each ε runs with its own seeded generator, so a
+result does not depend on which other ε were asked for.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .executable import Executable
+from .inputs import (
+    AttackError,
+    check_epsilons,
+    check_images,
+    check_labels,
+    check_positive,
+    random_targets,
+)
+from .oracle import Oracle
+from .result import AttackResult, outcome
+from .twin import Twin
+
+LOSSES = ("ce", "margin")
+
+
+def attack_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    loss: str,
+    targeted: bool,
+    targets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-example loss the attack ascends: CE (away from the label, or minus CE to the
+    target) or the C&W logit margin (best other logit minus the label's, or the target's
+    logit minus the best other)."""
+    cls = targets if targeted else labels
+    if loss == "ce":
+        ce = F.cross_entropy(logits, cls, reduction="none")
+        return -ce if targeted else ce
+    own = logits.gather(1, cls[:, None])[:, 0]
+    other = logits.masked_fill(F.one_hot(cls, logits.shape[1]).bool(), -torch.inf).amax(1)
+    return own - other if targeted else other - own
+
+
+def seed_generator(seed: int, index: int) -> torch.Generator:
+    """The generator of ε number ``index`` of a run seeded ``seed``."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index))
+
+
+class Attack:
+    """Base class: ``name``, ``targeted``, ``params`` (every hyperparameter, for records)."""
+
+    name = "attack"
+    targeted = False
+    bounded = True
+    """False for minimum-norm attacks, whose ε are thresholds on the found distortion."""
+    norm: str | None = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _targets(self, targets: Any, y: np.ndarray, classes: int, seed: int) -> np.ndarray | None:
+        if not self.targeted:
+            if targets is not None:
+                raise AttackError(f"{self.name} is untargeted; do not pass targets")
+            return None
+        if targets is None:
+            return random_targets(y, classes, seed)
+        t = check_labels(targets, len(y), classes, self.name, "targets")
+        same = np.flatnonzero(t == y)
+        if same.size:
+            raise AttackError(f"{self.name}: targets[{int(same[0])}] equals its label")
+        return t
+
+
+class WhiteBoxAttack(Attack):
+    """Gradient attacks on a twin; adversarials are judged on the twin in float space.
+
+    Subclasses implement ``_run(twin, x, y, t, eps, gen) -> dict`` for one batch and one ε,
+    with ``adv`` (float tensor in [0, 1]), optional ``first_success`` [N] and ``traces``
+    ({name: array [..., N]}), and ``queries`` [N] (gradient evaluations per image).
+    """
+
+    batch_size = 256
+
+    def __call__(
+        self,
+        model: Twin | nn.Module,
+        images: Any,
+        labels: Any,
+        epsilons: Any = None,
+        *,
+        targets: Any = None,
+        seed: int = 0,
+        keep: bool = True,
+    ) -> AttackResult:
+        twin = self._twin(model, images)
+        pixels = check_images(images, twin.input_shape, self.name)
+        y = check_labels(labels, len(pixels), twin.num_classes, self.name)
+        eps = check_epsilons(epsilons, self.name, bounded=self.bounded)
+        t = self._targets(targets, y, twin.num_classes, seed)
+        start = time.perf_counter()
+        x = torch.from_numpy(pixels).float().div_(255.0)
+        clean_pred = twin.predict(x).numpy()
+        adv_all, first_all, query_all, trace_all = [], [], [], {}
+        for e, radius in enumerate(eps):
+            gen = seed_generator(seed, e)
+            parts = []
+            for lo in range(0, len(x), self.batch_size):
+                sl = slice(lo, lo + self.batch_size)
+                yt = torch.from_numpy(y[sl])
+                tt = None if t is None else torch.from_numpy(t[sl])
+                parts.append(self._run(twin, x[sl], yt, tt, float(radius), gen))
+            adv_all.append(torch.cat([p["adv"].detach() for p in parts]).clamp_(0, 1))
+            query_all.append(np.concatenate([np.asarray(p["queries"]) for p in parts]))
+            if parts[0].get("first_success") is not None:
+                first_all.append(np.concatenate([p["first_success"] for p in parts]))
+            for key in parts[0].get("traces", {}):
+                trace_all.setdefault(key, []).append(
+                    np.concatenate([p["traces"][key] for p in parts], axis=-1)
+                )
+        adv = torch.stack(adv_all)
+        pred = twin.predict(adv.flatten(0, 1)).numpy().reshape(len(eps), len(x))
+        from .distances import distortion
+
+        return AttackResult(
+            attack=self.name,
+            params=self.params,
+            norm=self.norm,
+            epsilons=eps,
+            targeted=self.targeted,
+            images=pixels,
+            labels=y,
+            targets=t,
+            clean_pred=clean_pred,
+            pred=pred,
+            success=outcome(pred, y[None], None if t is None else t[None]),
+            queries=np.stack(query_all).astype(np.int64),
+            distortion=distortion(x.numpy()[None], adv.numpy()),
+            crafted_on=twin.name,
+            scored_on=twin.name,
+            seed=int(seed),
+            wall_time=time.perf_counter() - start,
+            first_success=np.stack(first_all) if first_all else None,
+            adversarial=adv.numpy() if keep else None,
+            traces={k: np.stack(v) for k, v in trace_all.items()},
+        )
+
+    def _twin(self, model: Any, images: Any) -> Twin:
+        if isinstance(model, Twin):
+            return model
+        if isinstance(model, nn.Module):
+            x = torch.as_tensor(np.asarray(images[:1], dtype=np.float32))
+            with torch.no_grad():
+                classes = model.eval()(x).shape[1]
+            return Twin(model, tuple(x.shape[1:]), classes, name=type(model).__name__)
+        kind = getattr(model, "name", type(model).__name__)
+        raise AttackError(
+            f"{self.name} is a white-box attack: it needs a differentiable twin "
+            f"(hwbed.attacks.Twin or a torch module), got {kind}; score its "
+            "adversarials on an executable with score_on()"
+        )
+
+    def _run(
+        self,
+        twin: Twin,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor | None,
+        eps: float,
+        gen: torch.Generator,
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class BlackBoxAttack(Attack):
+    """Query attacks on any executable through an :class:`Oracle` (counted, budgeted).
+
+    Subclasses implement ``_run(oracle, pixels, y, t, eps, rng) -> dict`` over all images for
+    one ε, with ``adv`` (uint8 [N, C, H, W]), ``pred`` [N], ``first_success`` [N] and
+    optional ``traces``. The clean images are queried first (one counted query each).
+    ``scores_needed`` attacks refuse label-only executables.
+    """
+
+    scores_needed = True
+
+    def __init__(self, budget: int | None = None, batch_size: int = 1024):
+        self.budget = check_positive(budget, "budget", self.name, allow_none=True)
+        self.batch_size = check_positive(batch_size, "batch_size", self.name)
+
+    def __call__(
+        self,
+        model: Executable | Oracle,
+        images: Any,
+        labels: Any,
+        epsilons: Any = None,
+        *,
+        targets: Any = None,
+        seed: int = 0,
+        keep: bool = True,
+    ) -> AttackResult:
+        exe = model.executable if isinstance(model, Oracle) else model
+        if not isinstance(exe, Executable):
+            raise AttackError(
+                f"{self.name} is a black-box attack: it needs an executable "
+                f"(hwbed.attacks.executable(...)), got {type(model).__name__}"
+            )
+        pixels = check_images(images, exe.input_shape, self.name)
+        y = check_labels(labels, len(pixels), exe.num_classes, self.name)
+        eps = check_epsilons(epsilons, self.name, bounded=self.bounded)
+        t = self._targets(targets, y, exe.num_classes, seed)
+        if self.scores_needed and getattr(exe, "returns", "scores") != "scores":
+            Oracle(exe, 1).require_scores(self.name)
+        start = time.perf_counter()
+        results, inside = [], 0.0
+        for e, radius in enumerate(eps):
+            oracle = Oracle(exe, len(pixels), self.budget, batch_size=self.batch_size)
+            rng = np.random.default_rng([int(seed), e])
+            clean_pred, _ = oracle.labels(np.arange(len(pixels)), pixels)
+            out = self._run(oracle, pixels, y, t, float(radius), rng, clean_pred)
+            inside += oracle.time_inside
+            results.append((clean_pred, out, oracle))
+        from .distances import distortion
+
+        adv = np.stack([r[1]["adv"] for r in results])
+        pred = np.stack([r[1]["pred"] for r in results])
+        traces = {
+            k: np.stack([r[1]["traces"][k] for r in results])
+            for k in results[0][1].get("traces", {})
+        }
+        return AttackResult(
+            attack=self.name,
+            params=self.params,
+            norm=self.norm,
+            epsilons=eps,
+            targeted=self.targeted,
+            images=pixels,
+            labels=y,
+            targets=t,
+            clean_pred=results[0][0],
+            pred=pred,
+            success=outcome(pred, y[None], None if t is None else t[None]),
+            queries=np.stack([r[2].queries for r in results]),
+            distortion=distortion(pixels[None], adv),
+            crafted_on=exe.name,
+            scored_on=exe.name,
+            seed=int(seed),
+            wall_time=time.perf_counter() - start,
+            executable_time=inside,
+            first_success=np.stack([r[1]["first_success"] for r in results]),
+            exhausted=np.stack([r[2].exhausted for r in results]),
+            adversarial=adv if keep else None,
+            traces=traces,
+        )
+
+    def _run(
+        self,
+        oracle: Oracle,
+        pixels: np.ndarray,
+        y: np.ndarray,
+        t: np.ndarray | None,
+        eps: float,
+        rng: np.random.Generator,
+        clean_pred: np.ndarray,
+    ) -> dict[str, Any]:
+        raise NotImplementedError
