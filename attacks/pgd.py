@@ -97,6 +97,7 @@ class PGD(WhiteBoxAttack):
         losses = np.zeros((self.restarts, len(record), n), dtype=np.float32)
         correct = np.zeros((self.restarts, len(record), n), dtype=bool)
         y_np, t_np = y.numpy(), None if t is None else t.numpy()
+        hit_any = np.zeros(n, dtype=bool)
         for r in range(self.restarts):
             if self.random_start and eps > 0:
                 adv = (x + random_in_ball(x.shape, self.norm, eps, gen)).clamp_(0, 1)
@@ -127,13 +128,10 @@ class PGD(WhiteBoxAttack):
                     step = adv + alpha * normalize(grad, self.norm)
                     adv = (x + project(step - x, self.norm, eps)).clamp_(0, 1)
             final = adv.detach()
-            if self.keep == "last":
-                best = (
-                    final
-                    if r == 0
-                    else torch.where(torch.from_numpy(~hit_any).view(-1, 1, 1, 1), final, best)
-                )
-                hit_any = hit if r == 0 else hit_any | hit
+            if self.keep == "last":  # the final iterate of the first successful restart
+                fresh = torch.from_numpy(~hit_any).view(-1, 1, 1, 1)
+                best = torch.where(fresh, final, best)
+                hit_any |= hit
             else:
                 never = torch.from_numpy(first < 0)
                 best[never] = final[never]
