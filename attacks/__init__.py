@@ -5,32 +5,54 @@ differentiate a :class:`Twin`; black-box attacks (:class:`LocalSearch`, :class:`
 and the decision-based :class:`HopSkipJump`) query any executable through an
 :class:`Oracle`. Every attack is called ``attack(model, images, labels, epsilons=[...])`` and
 returns an :class:`AttackResult`; :func:`score_on` judges adversarials on another executable
-(on-device scoring, transfer).
+(on-device scoring, transfer); :func:`make_executable` builds any backend.
+
+Names resolve lazily (PEP 562): the board-side query server imports
+``hwbed.attacks.executable`` on a machine without torch, so this package imports nothing
+heavy until an attack is asked for.
 """
 
-from .distances import to_grid
-from .executable import BaseExecutable, Executable, TorchTwin
-from .fgsm import FGSM
-from .inputs import AttackError, px
-from .oracle import Oracle
-from .pgd import PGD
-from .result import AttackResult, worst_case
-from .scoring import on_grid, score_on
-from .twin import Twin
+from __future__ import annotations
 
-__all__ = [
-    "AttackError",
-    "AttackResult",
-    "BaseExecutable",
-    "Executable",
-    "FGSM",
-    "Oracle",
-    "PGD",
-    "TorchTwin",
-    "Twin",
-    "on_grid",
-    "px",
-    "score_on",
-    "to_grid",
-    "worst_case",
-]
+import importlib
+
+_EXPORTS = {
+    "AttackError": "inputs",
+    "px": "inputs",
+    "AttackResult": "result",
+    "worst_case": "result",
+    "BaseExecutable": "executable",
+    "Executable": "executable",
+    "TorchTwin": "executable",
+    "make_executable": "backends",
+    "KINDS": "backends",
+    "LabelOnly": "label_only",
+    "Oracle": "oracle",
+    "Twin": "twin",
+    "to_grid": "distances",
+    "on_grid": "scoring",
+    "score_on": "scoring",
+    "make_attack": "registry",
+    "FGSM": "fgsm",
+    "PGD": "pgd",
+    "CarliniWagnerL2": "cw",
+    "DeepFool": "deepfool",
+    "LocalSearch": "local_search",
+    "GenAttack": "genattack",
+    "HopSkipJump": "hopskipjump",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hwbed.attacks' has no attribute {name!r}")
+    module = importlib.import_module(f"hwbed.attacks.{_EXPORTS[name]}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

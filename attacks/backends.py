@@ -1,4 +1,4 @@
-"""One factory for every executable kind: ``executable(kind, source, **options)``.
+"""One factory for every executable kind: ``make_executable(kind, source, **options)``.
 
 ``source`` is a build folder (``build/<model>-<target>/``), a checkpoint (``model.pt``) or,
 for graph kinds, a saved graph. Kinds:
@@ -30,7 +30,7 @@ from .inputs import AttackError
 KINDS = ("twin", "sim", "sim-reference", "ort", "qonnx", "remote", "finn")
 
 
-def executable(kind: str, source: str | Path | None = None, **options: Any) -> Executable:
+def make_executable(kind: str, source: str | Path | None = None, **options: Any) -> Executable:
     """The executable of ``kind`` for ``source``; errors name the kind or the missing file."""
     kind = str(kind)
     if kind.startswith("remote="):

@@ -9,7 +9,7 @@ receive. Every image counts as one query.
 ``"labels"`` (a label-only device such as a FINN build ending in LabelSelect: its rows are
 rank codes k, k-1, ..., 1 for the top-k labels and 0 elsewhere, good for argmax only).
 
-The kinds that exist (built by :func:`hwbed.attacks.backends.executable`): ``twin``
+The kinds that exist (built by :func:`hwbed.attacks.backends.make_executable`): ``twin``
 (:class:`TorchTwin`), ``sim`` and ``sim-reference`` (:mod:`hwbed.sim.executable`), ``ort`` and
 ``qonnx`` (:mod:`hwbed.attacks.backends`), ``remote`` (:mod:`hwbed.attacks.remote`) and
 ``finn`` (:mod:`hwbed.fpga.deploy.board_backend`).
