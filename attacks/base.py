@@ -27,6 +27,7 @@ from .inputs import (
     check_positive,
     random_targets,
 )
+from .distances import distortion
 from .oracle import Oracle
 from .result import AttackResult, outcome
 from .twin import Twin
@@ -91,9 +92,23 @@ class WhiteBoxAttack(Attack):
     Subclasses implement ``_run(twin, x, y, t, eps, gen) -> dict`` for one batch and one ε,
     with ``adv`` (float tensor in [0, 1]), optional ``first_success`` [N] and ``traces``
     ({name: array [..., N]}), and ``queries`` [N] (gradient evaluations per image).
+
+    ``snapshots=[i, ...]`` asks for the adversarials the run would have returned had it
+    stopped after i iterations (``snapshots`` {i: tensor} from ``_run``; iterative attacks
+    list the steps with :meth:`snapshot_steps`), so that cells differing only in their
+    iteration count share one run and can still be scored on a device
+    (:meth:`AttackResult.at`).
     """
 
     batch_size = 256
+    _snapshots: tuple[int, ...] = ()
+
+    def snapshot_steps(self, steps: int) -> tuple[int, ...]:
+        """The asked snapshot iterations, checked against the run's ``steps``."""
+        late = [i for i in self._snapshots if i > steps]
+        if late:
+            raise AttackError(f"{self.name}: snapshot at iteration {late[0]} > steps {steps}")
+        return self._snapshots
 
     def __call__(
         self,
@@ -105,16 +120,21 @@ class WhiteBoxAttack(Attack):
         targets: Any = None,
         seed: int = 0,
         keep: bool = True,
+        snapshots: tuple[int, ...] = (),
     ) -> AttackResult:
         twin = self._twin(model, images)
         pixels = check_images(images, twin.input_shape, self.name)
         y = check_labels(labels, len(pixels), twin.num_classes, self.name)
         eps = check_epsilons(epsilons, self.name, bounded=self.bounded)
         t = self._targets(targets, y, twin.num_classes, seed)
+        if any(isinstance(i, bool) or int(i) != i or i < 1 for i in snapshots):
+            raise AttackError(f"{self.name}: snapshots must be iteration counts >= 1")
+        self._snapshots = tuple(sorted({int(i) for i in snapshots}))
         start = time.perf_counter()
         x = torch.from_numpy(pixels).float().div_(255.0)
         clean_pred = twin.predict(x).numpy()
         adv_all, first_all, query_all, trace_all = [], [], [], {}
+        snap_all: dict[int, list] = {i: [] for i in self._snapshots}
         for e, radius in enumerate(eps):
             gen = seed_generator(seed, e)
             parts = []
@@ -131,10 +151,16 @@ class WhiteBoxAttack(Attack):
                 trace_all.setdefault(key, []).append(
                     np.concatenate([p["traces"][key] for p in parts], axis=-1)
                 )
+            for i in self._snapshots:
+                snap_all[i].append(torch.cat([p["snapshots"][i] for p in parts]).clamp_(0, 1))
+        self._snapshots = ()
         adv = torch.stack(adv_all)
         pred = twin.predict(adv.flatten(0, 1)).numpy().reshape(len(eps), len(x))
-        from .distances import distortion
-
+        snaps = {i: torch.stack(v) for i, v in snap_all.items()}
+        snap_pred = {
+            i: twin.predict(v.flatten(0, 1)).numpy().reshape(len(eps), len(x))
+            for i, v in snaps.items()
+        }
         return AttackResult(
             attack=self.name,
             params=self.params,
@@ -156,6 +182,7 @@ class WhiteBoxAttack(Attack):
             first_success=np.stack(first_all) if first_all else None,
             adversarial=adv.numpy() if keep else None,
             traces={k: np.stack(v) for k, v in trace_all.items()},
+            snapshots={i: (v.numpy(), snap_pred[i]) for i, v in snaps.items()},
         )
 
     def _twin(self, model: Any, images: Any) -> Twin:
@@ -232,8 +259,6 @@ class BlackBoxAttack(Attack):
             out = self._run(oracle, pixels, y, t, float(radius), rng, clean_pred)
             inside += oracle.time_inside
             results.append((clean_pred, out, oracle))
-        from .distances import distortion
-
         adv = np.stack([r[1]["adv"] for r in results])
         pred = np.stack([r[1]["pred"] for r in results])
         traces = {

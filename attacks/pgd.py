@@ -92,18 +92,18 @@ class PGD(WhiteBoxAttack):
         n = len(x)
         alpha = self.abs_stepsize if self.abs_stepsize is not None else self.rel_stepsize * eps
         record = set(self.trace_steps.tolist())
-        best = x.clone()
+        marks = {k: Pick(x) for k in self.snapshot_steps(self.steps)} | {self.steps: Pick(x)}
         first = np.full(n, -1, dtype=np.int64)
         losses = np.zeros((self.restarts, len(record), n), dtype=np.float32)
         correct = np.zeros((self.restarts, len(record), n), dtype=bool)
         y_np, t_np = y.numpy(), None if t is None else t.numpy()
-        hit_any = np.zeros(n, dtype=bool)
         for r in range(self.restarts):
             if self.random_start and eps > 0:
                 adv = (x + random_in_ball(x.shape, self.norm, eps, gen)).clamp_(0, 1)
             else:
                 adv = x.clone()
             found = np.zeros(n, dtype=bool)  # this restart already succeeded
+            kept = x.clone()  # this restart's first successful iterate
             slot = 0
             for k in range(self.steps + 1):
                 adv.requires_grad_(True)
@@ -116,28 +116,44 @@ class PGD(WhiteBoxAttack):
                     correct[r, slot] = pred == y_np
                     slot += 1
                 new = hit & ~found
-                if self.keep == "first":
-                    take = torch.from_numpy(new & (first < 0))
-                    best[take] = adv.detach()[take]
+                kept[torch.from_numpy(new)] = adv.detach()[torch.from_numpy(new)]
                 found |= hit
                 first = np.where(new & ((first < 0) | (first > k)), k, first)
+                if k in marks:  # the run had it stopped after k steps
+                    if self.keep == "first":
+                        marks[k].offer(torch.where(_rows(found), kept, adv.detach()), found)
+                    else:
+                        marks[k].offer(adv.detach(), hit)
                 if k == self.steps:
                     break
                 (grad,) = torch.autograd.grad(loss.sum(), adv)
                 with torch.no_grad():
                     step = adv + alpha * normalize(grad, self.norm)
                     adv = (x + project(step - x, self.norm, eps)).clamp_(0, 1)
-            final = adv.detach()
-            if self.keep == "last":  # the final iterate of the first successful restart
-                fresh = torch.from_numpy(~hit_any).view(-1, 1, 1, 1)
-                best = torch.where(fresh, final, best)
-                hit_any |= hit
-            else:
-                never = torch.from_numpy(first < 0)
-                best[never] = final[never]
         return {
-            "adv": best,
+            "adv": marks[self.steps].images,
             "first_success": first,
             "queries": np.full(n, self.steps * self.restarts, dtype=np.int64),
+            "snapshots": {
+                k: m.images for k, m in marks.items() if k != self.steps or k in self._snapshots
+            },
             "traces": {"loss": losses, "correct": correct},
         }
+
+
+class Pick:
+    """The adversarial of each image over restarts: the first restart that succeeded, else
+    the last restart's candidate."""
+
+    def __init__(self, x: torch.Tensor):
+        self.images = x.clone()
+        self.done = np.zeros(len(x), dtype=bool)
+
+    def offer(self, candidate: torch.Tensor, succeeded: np.ndarray) -> None:
+        take = _rows(~self.done)
+        self.images = torch.where(take, candidate, self.images)
+        self.done |= succeeded
+
+
+def _rows(mask: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(mask).view(-1, 1, 1, 1)

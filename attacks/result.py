@@ -33,6 +33,8 @@ class AttackResult:
     - ``images`` [N, C, H, W] uint8 clean images; ``labels``/``targets`` [N];
       ``clean_pred`` [N] on ``scored_on``.
     - ``traces``: per-iteration records, e.g. PGD's ``loss`` and ``correct`` [E, R, T, N].
+    - ``snapshots``: {i: (adversarial [E, N, C, H, W], pred [E, N])}, what a white-box run
+      would have returned after i iterations (asked with ``snapshots=[...]``).
     """
 
     attack: str
@@ -57,6 +59,7 @@ class AttackResult:
     exhausted: np.ndarray | None = None
     adversarial: np.ndarray | None = None
     traces: dict[str, np.ndarray] = field(default_factory=dict)
+    snapshots: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -111,6 +114,67 @@ class AttackResult:
         labels = self.traces["label"]  # [E, T, N]: label of the best candidate after step t
         t = min(max(iterations, 1), labels.shape[1]) - 1
         return np.mean(labels[:, t] == self.labels[None], axis=1)
+
+    def at(self, iterations: int, key: str) -> AttackResult:
+        """The result had the run stopped after ``iterations`` (its parameter ``key``).
+
+        From a white-box snapshot when the run kept one (adversarials and labels as they were
+        then). Otherwise from ``first_success``, valid for attacks that stop an image once it
+        succeeds (the black-box attacks): an image broken by then keeps its adversarial, one
+        not yet broken is counted as still classified as its label (untargeted) or with the
+        ``label`` trace (targeted); its distortion and adversarial at that point are unknown
+        (NaN, the clean image), its queries are the ``queries`` trace when there is one.
+        """
+        params = {**self.params, key: iterations}
+        if iterations in self.snapshots:
+            adv, pred = self.snapshots[iterations]
+            first = (
+                None
+                if self.first_success is None
+                else np.where(self.first_success <= iterations, self.first_success, -1)
+            )
+            return replace(
+                self,
+                params=params,
+                adversarial=adv,
+                pred=pred,
+                first_success=first,
+                success=outcome(
+                    pred, self.labels[None], None if self.targets is None else self.targets[None]
+                ),
+                distortion=_distortion(self.images[None], adv),
+                snapshots={},
+            )
+        broken = self.success_at(iterations)
+        if self.targeted:
+            t = min(max(iterations, 1), self.traces["label"].shape[1]) - 1
+            pred = np.where(broken, self.pred, self.traces["label"][:, t])
+        else:
+            pred = np.where(broken, self.pred, self.labels[None])
+        queries = self.queries
+        if "queries" in self.traces:
+            t = min(max(iterations, 1), self.traces["queries"].shape[1]) - 1
+            queries = np.where(broken, self.queries, self.traces["queries"][:, t])
+        distortion = {k: np.where(broken, v, np.nan) for k, v in self.distortion.items()}
+        adv = None
+        if self.adversarial is not None:
+            adv = np.where(
+                broken[..., None, None, None],
+                self.adversarial,
+                self.images[None].astype(self.adversarial.dtype),
+            )
+        return replace(
+            self,
+            params=params,
+            pred=pred,
+            success=broken,
+            queries=queries,
+            distortion=distortion,
+            adversarial=adv,
+            first_success=np.where(broken, self.first_success, -1),
+            exhausted=None if self.exhausted is None else self.exhausted & ~broken,
+            snapshots={},
+        )
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per ε: the RobustBench-style numbers and the query/distortion statistics."""

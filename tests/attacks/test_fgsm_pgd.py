@@ -138,3 +138,19 @@ def test_bad_input(float_twin, correct_digits):
     exe = TorchTwin(float_twin.model, "twin-u8", (1, 8, 8), 10)
     with pytest.raises(AttackError, match="white-box attack.*got twin-u8"):
         FGSM()(exe, x, y, epsilons=[0.1])
+
+
+@pytest.mark.parametrize("keep", ["first", "last"])
+def test_snapshots_equal_shorter_runs(float_twin, correct_digits, keep):
+    x, y = correct_digits
+    eps = [px(8), px(32)]
+    full = PGD("linf", steps=6, restarts=2, keep=keep)(float_twin, x, y, eps, snapshots=[2, 4])
+    for i in (2, 4):
+        short = PGD("linf", steps=i, restarts=2, keep=keep)(float_twin, x, y, eps)
+        at = full.at(i, "steps")
+        np.testing.assert_array_equal(at.adversarial, short.adversarial)
+        np.testing.assert_array_equal(at.pred, short.pred)
+        np.testing.assert_array_equal(at.first_success, short.first_success)
+        assert at.params["steps"] == i and not at.snapshots
+    with pytest.raises(AttackError, match="snapshot at iteration 9 > steps 6"):
+        PGD("linf", steps=6)(float_twin, x, y, eps, snapshots=[9])
