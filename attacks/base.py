@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distances import distortion
 from .executable import Executable
 from .inputs import (
     AttackError,
@@ -27,7 +28,6 @@ from .inputs import (
     check_positive,
     random_targets,
 )
-from .distances import distortion
 from .oracle import Oracle
 from .result import AttackResult, outcome
 from .twin import Twin
