@@ -215,8 +215,8 @@ class WhiteBoxAttack(Attack):
 class BlackBoxAttack(Attack):
     """Query attacks on any executable through an :class:`Oracle` (counted, budgeted).
 
-    Subclasses implement ``_run(oracle, pixels, y, t, eps, rng) -> dict`` over all images for
-    one ε, with ``adv`` (uint8 [N, C, H, W]), ``pred`` [N], ``first_success`` [N] and
+    Subclasses implement ``_run(oracle, pixels, y, t, eps, rng, clean_pred) -> dict`` over all
+    images for one ε, with ``adv`` (uint8 [N, C, H, W]), ``pred`` [N], ``first_success`` [N] and
     optional ``traces``. The clean images are queried first (one counted query each).
     ``scores_needed`` attacks refuse label-only executables.
     """
@@ -261,6 +261,7 @@ class BlackBoxAttack(Attack):
             results.append((clean_pred, out, oracle))
         adv = np.stack([r[1]["adv"] for r in results])
         pred = np.stack([r[1]["pred"] for r in results])
+        success = outcome(pred, y[None], None if t is None else t[None])
         traces = {
             k: np.stack([r[1]["traces"][k] for r in results])
             for k in results[0][1].get("traces", {})
@@ -276,7 +277,7 @@ class BlackBoxAttack(Attack):
             targets=t,
             clean_pred=results[0][0],
             pred=pred,
-            success=outcome(pred, y[None], None if t is None else t[None]),
+            success=success,
             queries=np.stack([r[2].queries for r in results]),
             distortion=distortion(pixels[None], adv),
             crafted_on=exe.name,
@@ -285,7 +286,7 @@ class BlackBoxAttack(Attack):
             wall_time=time.perf_counter() - start,
             executable_time=inside,
             first_success=np.stack([r[1]["first_success"] for r in results]),
-            exhausted=np.stack([r[2].exhausted for r in results]),
+            exhausted=np.stack([r[2].exhausted for r in results]) & ~success,
             adversarial=adv if keep else None,
             traces=traces,
         )

@@ -8,6 +8,7 @@ Every error names the culprit and is raised before any attack work starts.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -142,8 +143,8 @@ def check_positive(
     """A positive integer (or float) parameter; 0 and negatives name the parameter."""
     if value is None and allow_none:
         return None
-    ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok or value <= 0:
+    ok = isinstance(value, numbers.Integral if integer else numbers.Real)
+    if isinstance(value, (bool, np.bool_)) or not ok or value <= 0:
         kind = "integer" if integer else "number"
         raise AttackError(f"{attack}: {name} must be a positive {kind}, got {value!r}")
     return value

@@ -8,7 +8,9 @@ foolbox#710, ART#1238); hwbed's oracle does, per image of the attacked batch:
   attack's own bookkeeping re-asks for its elite).
 - ``budget``: at most that many queries per image. A request beyond it is not sent: its row
   comes back unanswered and the image is marked ``exhausted``; never silently over-queried.
-- a cache of uint8 images already answered (keyed by the image bytes, per oracle).
+- a cache of uint8 images already answered for the same image (keyed by the owner and the
+  image bytes, so every attacked image pays for its own queries), holding up to
+  ``cache_size`` answers (the oldest go first).
 - batching: one call takes the pending candidates of many images and runs them through the
   executable in chunks of ``batch_size``.
 - ``time_inside``: seconds spent inside the executable, so an attack's own overhead is
@@ -36,6 +38,7 @@ class Oracle:
         budget: int | None = None,
         cache: bool = True,
         batch_size: int = 1024,
+        cache_size: int = 1 << 18,
     ):
         if budget is not None and (
             isinstance(budget, bool) or int(budget) != budget or budget <= 0
@@ -52,7 +55,8 @@ class Oracle:
         self.exhausted = np.zeros(self.n, dtype=bool)
         self.calls = 0
         self.time_inside = 0.0
-        self._cache: dict[bytes, np.ndarray] | None = {} if cache else None
+        self.cache_size = int(cache_size)
+        self._cache: dict[tuple[int, bytes], np.ndarray] | None = {} if cache else None
 
     @property
     def name(self) -> str:
@@ -119,7 +123,7 @@ class Oracle:
             else None
         )
         todo: list[int] = []
-        first_of: dict[bytes, int] = {}
+        first_of: dict[tuple[int, bytes], int] = {}
         dupes: list[tuple[int, int]] = []
         left = self.remaining().copy()
         for j in range(m):
@@ -148,6 +152,8 @@ class Oracle:
             if keys is not None:
                 for j in todo:
                     self._cache[keys[j]] = out[j].copy()
+                while len(self._cache) > self.cache_size:
+                    del self._cache[next(iter(self._cache))]
         for j, src in dupes:
             out[j], answered[j] = out[src], answered[src]
         return out, answered

@@ -101,3 +101,14 @@ def test_candidates_must_be_uint8():
         oracle.scores(np.array([0]), _images(1).astype(np.float32))
     with pytest.raises(AttackError, match="owner"):
         oracle.scores(np.array([3]), _images(1))
+
+
+def test_each_image_pays_for_its_own_queries_and_the_cache_is_bounded():
+    exe = Scorer()
+    oracle = Oracle(exe, 2, cache_size=2)
+    same = np.repeat(_images(1), 2, axis=0)
+    oracle.scores(np.array([0, 1]), same)  # one image, two owners: two queries
+    assert oracle.queries.tolist() == [1, 1] and exe.queries == 2
+    oracle.scores(np.array([0]), _images(1, 5))  # a third entry evicts the oldest
+    oracle.scores(np.array([0, 1]), same)
+    assert oracle.queries.tolist() == [3, 1]  # owner 0's first answer was evicted
