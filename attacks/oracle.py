@@ -117,10 +117,10 @@ class Oracle:
         out = np.full((m, self.num_classes), np.nan, dtype=np.float32)
         answered = np.zeros(m, dtype=bool)
         np.add.at(self.requests, owner, 1)
-        keys = (
-            [hashlib.blake2b(p.tobytes(), digest_size=16).digest() for p in pixels]
-            if self._cache is not None
-            else None
+        keys = None
+        if self._cache is not None:
+            keys = [(int(i), hashlib.blake2b(p.tobytes(), digest_size=16).digest())
+                    for i, p in zip(owner, pixels, strict=True)]
         )
         todo: list[int] = []
         first_of: dict[tuple[int, bytes], int] = {}
