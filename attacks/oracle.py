@@ -119,9 +119,10 @@ class Oracle:
         np.add.at(self.requests, owner, 1)
         keys = None
         if self._cache is not None:
-            keys = [(int(i), hashlib.blake2b(p.tobytes(), digest_size=16).digest())
-                    for i, p in zip(owner, pixels, strict=True)]
-        )
+            keys = [
+                (int(i), hashlib.blake2b(p.tobytes(), digest_size=16).digest())
+                for i, p in zip(owner, pixels, strict=True)
+            ]
         todo: list[int] = []
         first_of: dict[tuple[int, bytes], int] = {}
         dupes: list[tuple[int, int]] = []
