@@ -45,8 +45,9 @@ only): the fitness is the targeted one negated with the label in the target's pl
 f = log Σ_{j≠y} p_j − log p_y, the margin max_{j≠y} p_j − max_j p_j, and success is any
 label other than y.
 
-Records ``first_success`` (the generation, 1-based) and traces ``label`` and ``fitness``
-[generations, N]: the elite's label and fitness after each generation, carried forward
+Records ``first_success`` (the generation, 1-based) and traces ``label``, ``fitness`` and
+``queries`` [generations, N]: the elite's label and fitness and the image's cumulative
+queries after each generation, carried forward
 once the image stops (a succeeded image keeps the target's label), so that accuracy to the
 original label by generation is ``result.accuracy_at(g)``.
 
@@ -305,6 +306,7 @@ class GenAttack(BlackBoxAttack):
         pred = clean_pred.astype(np.int64).copy()
         fit_now = np.full(n, np.nan, dtype=np.float32)
         labels = np.empty((gens, n), dtype=np.int32)
+        spent = np.empty((gens, n), dtype=np.int32)  # cumulative queries after each generation
         fits = np.empty((gens, n), dtype=np.float32)
         active = np.flatnonzero(~done) if radius > 0 else np.zeros(0, dtype=np.int64)
 
@@ -359,6 +361,7 @@ class GenAttack(BlackBoxAttack):
             fit_now[active[seen]] = f[rows[seen], elite[seen]]
             first[active[success]] = g
             labels[g - 1], fits[g - 1] = pred, fit_now
+            spent[g - 1] = oracle.queries
 
             go = ~success & answered.all(axis=1)  # an unanswered member: budget spent
             if g == gens or not go.any():
@@ -386,11 +389,12 @@ class GenAttack(BlackBoxAttack):
             active, best, count, plateaus = active[keep], best[keep], count[keep], plateaus[keep]
             clean, lo, hi = clean[keep], lo[keep], hi[keep]
         labels[last:], fits[last:] = pred, fit_now
+        spent[last:] = oracle.queries
         return {
             "adv": adv.reshape(n, c, h, w),
             "pred": pred,
             "first_success": first,
-            "traces": {"label": labels, "fitness": fits},
+            "traces": {"label": labels, "fitness": fits, "queries": spent},
         }
 
     def _blocks(self, rows: int, per_row: int) -> list[slice]:

@@ -33,8 +33,9 @@ clean ± floor(255 ε) pixel values; ε = 1 is the unbounded paper attack. Queri
 ``max_candidates`` + 1 per round and image (≤ 150·129 = 19,350 with the defaults); the clean
 image is queried once first. All still-active images' candidates of a round go to the oracle
 in one call, then all their Î_i in a second. Records ``first_success`` (the round, 1-based)
-and traces ``label`` and ``prob`` [rounds, N]: the label and true-class probability of Î_i
-after each round (carried forward once an image stops).
+and traces ``label``, ``prob`` and ``queries`` [rounds, N]: the label and true-class
+probability of Î_i and the image's cumulative queries after each round (carried forward once
+an image stops).
 
 Input: uint8 [N, C, H, W] images (or float on the [0, 1] 8-bit grid) on any score-returning
 executable; ε in [0, 1] units, L∞.
@@ -202,6 +203,7 @@ class LocalSearch(BlackBoxAttack):
         pred = clean_pred.astype(np.int64).copy()
         prob = np.full(n, np.nan, dtype=np.float32)
         labels = np.empty((self.rounds, n), dtype=np.int32)
+        spent = np.empty((self.rounds, n), dtype=np.int32)  # cumulative queries after each round
         probs = np.empty((self.rounds, n), dtype=np.float32)
         state = pixels.reshape(n, c, hw).copy()  # Î, on the uint8 grid
         adv = state.copy()  # the last Î the oracle answered for
@@ -267,15 +269,17 @@ class LocalSearch(BlackBoxAttack):
             mark[crow, cloc] = True
             where[active] = neighbourhood(mark.reshape(a, h, w), self.d).reshape(a, hw)
             labels[i - 1], probs[i - 1] = pred, prob
+            spent[i - 1] = oracle.queries
             active = active[keep[active]]
         labels[last:], probs[last:] = pred, prob
+        spent[last:] = oracle.queries
         # adv is the last image the oracle answered for: Î_i, or Î_{i-1} when the budget ran
         # out before Î_i could be checked
         return {
             "adv": adv.reshape(n, c, h, w),
             "pred": pred,
             "first_success": first,
-            "traces": {"label": labels, "prob": probs},
+            "traces": {"label": labels, "prob": probs, "queries": spent},
         }
 
     def _candidates(self, oracle, state, img, loc, lo, hi, y, h, w):
