@@ -10,7 +10,8 @@ foolbox#710, ART#1238); hwbed's oracle does, per image of the attacked batch:
   comes back unanswered and the image is marked ``exhausted``; never silently over-queried.
 - a cache of uint8 images already answered for the same image (keyed by the owner and the
   image bytes, so every attacked image pays for its own queries), holding up to
-  ``cache_size`` answers (the oldest go first).
+  ``cache_size`` answers (the least recently used go first, so an elite asked for every
+  generation stays).
 - batching: one call takes the pending candidates of many images and runs them through the
   executable in chunks of ``batch_size``.
 - ``time_inside``: seconds spent inside the executable, so an attack's own overhead is
@@ -129,8 +130,9 @@ class Oracle:
         left = self.remaining().copy()
         for j in range(m):
             if keys is not None:
-                hit = self._cache.get(keys[j])
-                if hit is not None:
+                hit = self._cache.pop(keys[j], None)
+                if hit is not None:  # least recently used goes first: re-insert at the end
+                    self._cache[keys[j]] = hit
                     out[j] = hit
                     answered[j] = True
                     continue

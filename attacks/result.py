@@ -119,11 +119,13 @@ class AttackResult:
         """The result had the run stopped after ``iterations`` (its parameter ``key``).
 
         From a white-box snapshot when the run kept one (adversarials and labels as they were
-        then). Otherwise from ``first_success``, valid for attacks that stop an image once it
-        succeeds (the black-box attacks): an image broken by then keeps its adversarial, one
-        not yet broken is counted as still classified as its label (untargeted) or with the
-        ``label`` trace (targeted); its distortion and adversarial at that point are unknown
-        (NaN, the clean image), its queries are the ``queries`` trace when there is one.
+        then). Otherwise from the black-box traces ([E, T, N], row t-1 after iteration t):
+        success from ``first_success``; labels from the ``label`` trace (an image not yet
+        broken keeps its label, untargeted, when there is none); queries from the ``queries``
+        trace. Attacks that stop an image once it succeeds (GenAttack, LocalSearch) keep the
+        broken image's adversarial and distortion; an attack that goes on improving it
+        (HopSkipJump: a ``distortion`` trace) has only that trace's distortion at iteration t
+        and no adversarial. Not broken: distortion NaN, the clean image.
         """
         params = {**self.params, key: iterations}
         if iterations in self.snapshots:
@@ -146,23 +148,31 @@ class AttackResult:
                 snapshots={},
             )
         broken = self.success_at(iterations)
-        if self.targeted:
-            t = min(max(iterations, 1), self.traces["label"].shape[1]) - 1
-            pred = np.where(broken, self.pred, self.traces["label"][:, t])
+
+        def row(trace: np.ndarray) -> np.ndarray:
+            return trace[:, min(max(iterations, 1), trace.shape[1]) - 1]
+
+        if "label" in self.traces:
+            pred = row(self.traces["label"])
+        elif self.targeted:
+            raise ValueError(f"{self.attack} kept no per-iteration label trace")
         else:
             pred = np.where(broken, self.pred, self.labels[None])
         queries = self.queries
         if "queries" in self.traces:
-            t = min(max(iterations, 1), self.traces["queries"].shape[1]) - 1
-            queries = np.where(broken, self.queries, self.traces["queries"][:, t])
-        distortion = {k: np.where(broken, v, np.nan) for k, v in self.distortion.items()}
+            queries = np.where(broken, self.queries, row(self.traces["queries"]))
         adv = None
-        if self.adversarial is not None:
-            adv = np.where(
-                broken[..., None, None, None],
-                self.adversarial,
-                self.images[None].astype(self.adversarial.dtype),
-            )
+        if "distortion" in self.traces:
+            distortion = {k: np.full(broken.shape, np.nan) for k in self.distortion}
+            distortion[self.norm] = np.where(broken, row(self.traces["distortion"]), np.nan)
+        else:
+            distortion = {k: np.where(broken, v, np.nan) for k, v in self.distortion.items()}
+            if self.adversarial is not None:
+                adv = np.where(
+                    broken[..., None, None, None],
+                    self.adversarial,
+                    self.images[None].astype(self.adversarial.dtype),
+                )
         return replace(
             self,
             params=params,

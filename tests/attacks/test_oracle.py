@@ -109,6 +109,7 @@ def test_each_image_pays_for_its_own_queries_and_the_cache_is_bounded():
     same = np.repeat(_images(1), 2, axis=0)
     oracle.scores(np.array([0, 1]), same)  # one image, two owners: two queries
     assert oracle.queries.tolist() == [1, 1] and exe.queries == 2
-    oracle.scores(np.array([0]), _images(1, 5))  # a third entry evicts the oldest
+    oracle.scores(np.array([1]), same[:1])  # a hit: owner 1's answer is now the newest
+    oracle.scores(np.array([0]), _images(1, 5))  # a third entry evicts the least recent
     oracle.scores(np.array([0, 1]), same)
-    assert oracle.queries.tolist() == [3, 1]  # owner 0's first answer was evicted
+    assert oracle.queries.tolist() == [3, 1]  # owner 0's first answer was evicted, 1's kept
