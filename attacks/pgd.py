@@ -109,10 +109,10 @@ class PGD(WhiteBoxAttack):
                 adv.requires_grad_(True)
                 logits = twin(adv)
                 loss = attack_loss(logits, y, self.loss, self.targeted, t)
-                pred = logits.argmax(1).detach().numpy()
+                pred = logits.argmax(1).detach().cpu().numpy()
                 hit = outcome(pred, y_np, t_np)
                 if k in record:
-                    losses[r, slot] = loss.detach().numpy()
+                    losses[r, slot] = loss.detach().cpu().numpy()
                     correct[r, slot] = pred == y_np
                     slot += 1
                 new = hit & ~found

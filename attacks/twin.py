@@ -100,7 +100,7 @@ class Twin:
         """Top-1 labels of float images, without gradients."""
         with torch.no_grad():
             return torch.cat(
-                [self(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
+                [self(x[i : i + batch_size]).argmax(1).cpu() for i in range(0, len(x), batch_size)]
             )
 
     @contextmanager
