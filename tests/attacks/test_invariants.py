@@ -55,7 +55,7 @@ def runs(float_twin, correct_digits):
 
 @pytest.mark.parametrize("key", IDS)
 def test_within_the_ball_and_in_range(runs, key):
-    (attack, _, r, _), x = runs[0][key], runs[1]
+    attack, _, r, _ = runs[0][key]
     adv = r.adversarial.astype(np.float64) / (255.0 if r.adversarial.dtype == np.uint8 else 1)
     assert adv.min() >= 0 and adv.max() <= 1
     bound = np.asarray(r.epsilons)[:, None] * (1 + 1e-6) + 1e-9
