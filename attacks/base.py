@@ -91,7 +91,8 @@ class WhiteBoxAttack(Attack):
 
     Subclasses implement ``_run(twin, x, y, t, eps, gen) -> dict`` for one batch and one ε,
     with ``adv`` (float tensor in [0, 1]), optional ``first_success`` [N] and ``traces``
-    ({name: array [..., N]}), and ``queries`` [N] (gradient evaluations per image).
+    ({name: array [..., N]}), ``queries`` [N] (gradient evaluations per image), and ``pred``
+    [N] when the attack already judged its adversarial on the twin (else the base does).
 
     ``snapshots=[i, ...]`` asks for the adversarials the run would have returned had it
     stopped after i iterations (``snapshots`` {i: tensor} from ``_run``; iterative attacks
@@ -133,7 +134,7 @@ class WhiteBoxAttack(Attack):
         start = time.perf_counter()
         x = torch.from_numpy(pixels).float().div_(255.0)
         clean_pred = twin.predict(x).numpy()
-        adv_all, first_all, query_all, trace_all = [], [], [], {}
+        adv_all, first_all, query_all, pred_all, trace_all = [], [], [], [], {}
         snap_all: dict[int, list] = {i: [] for i in self._snapshots}
         for e, radius in enumerate(eps):
             gen = seed_generator(seed, e)
@@ -145,6 +146,8 @@ class WhiteBoxAttack(Attack):
                 parts.append(self._run(twin, x[sl], yt, tt, float(radius), gen))
             adv_all.append(torch.cat([p["adv"].detach() for p in parts]).clamp_(0, 1))
             query_all.append(np.concatenate([np.asarray(p["queries"]) for p in parts]))
+            if "pred" in parts[0]:
+                pred_all.append(np.concatenate([p["pred"] for p in parts]))
             if parts[0].get("first_success") is not None:
                 first_all.append(np.concatenate([p["first_success"] for p in parts]))
             for key in parts[0].get("traces", {}):
@@ -155,7 +158,10 @@ class WhiteBoxAttack(Attack):
                 snap_all[i].append(torch.cat([p["snapshots"][i] for p in parts]).clamp_(0, 1))
         self._snapshots = ()
         adv = torch.stack(adv_all)
-        pred = twin.predict(adv.flatten(0, 1)).numpy().reshape(len(eps), len(x))
+        if pred_all:  # the attack judged its own final adversarials
+            pred = np.stack(pred_all)
+        else:
+            pred = twin.predict(adv.flatten(0, 1)).numpy().reshape(len(eps), len(x))
         snaps = {i: torch.stack(v) for i, v in snap_all.items()}
         snap_pred = {
             i: twin.predict(v.flatten(0, 1)).numpy().reshape(len(eps), len(x))

@@ -104,6 +104,7 @@ class PGD(WhiteBoxAttack):
                 adv = x.clone()
             found = np.zeros(n, dtype=bool)  # this restart already succeeded
             kept = x.clone()  # this restart's first successful iterate
+            kept_pred = np.zeros(n, dtype=np.int64)
             slot = 0
             for k in range(self.steps + 1):
                 adv.requires_grad_(True)
@@ -117,13 +118,18 @@ class PGD(WhiteBoxAttack):
                     slot += 1
                 new = hit & ~found
                 kept[torch.from_numpy(new)] = adv.detach()[torch.from_numpy(new)]
+                kept_pred[new] = pred[new]
                 found |= hit
                 first = np.where(new & ((first < 0) | (first > k)), k, first)
                 if k in marks:  # the run had it stopped after k steps
                     if self.keep == "first":
-                        marks[k].offer(torch.where(_rows(found), kept, adv.detach()), found)
+                        marks[k].offer(
+                            torch.where(_rows(found), kept, adv.detach()),
+                            np.where(found, kept_pred, pred),
+                            found,
+                        )
                     else:
-                        marks[k].offer(adv.detach(), hit)
+                        marks[k].offer(adv.detach(), pred, hit)
                 if k == self.steps:
                     break
                 (grad,) = torch.autograd.grad(loss.sum(), adv)
@@ -132,6 +138,7 @@ class PGD(WhiteBoxAttack):
                     adv = (x + project(step - x, self.norm, eps)).clamp_(0, 1)
         return {
             "adv": marks[self.steps].images,
+            "pred": marks[self.steps].pred,
             "first_success": first,
             "queries": np.full(n, self.steps * self.restarts, dtype=np.int64),
             "snapshots": {
@@ -147,11 +154,13 @@ class Pick:
 
     def __init__(self, x: torch.Tensor):
         self.images = x.clone()
+        self.pred = np.zeros(len(x), dtype=np.int64)
         self.done = np.zeros(len(x), dtype=bool)
 
-    def offer(self, candidate: torch.Tensor, succeeded: np.ndarray) -> None:
-        take = _rows(~self.done)
-        self.images = torch.where(take, candidate, self.images)
+    def offer(self, candidate: torch.Tensor, pred: np.ndarray, succeeded: np.ndarray) -> None:
+        take = ~self.done
+        self.images = torch.where(_rows(take), candidate, self.images)
+        self.pred = np.where(take, pred, self.pred)
         self.done |= succeeded
 
 

@@ -45,15 +45,16 @@ def _twin(spec: str, shape: tuple[int, int, int]) -> torch.nn.Module:
     return model.eval()
 
 
-def images_per_s(fn: Callable[[np.ndarray], object], x: np.ndarray, batch: int, n: int,
-                 repeat: int) -> float:
+def images_per_s(
+    fn: Callable[[np.ndarray], object], x: np.ndarray, batch: int, n: int, repeat: int
+) -> float:
     """Best-of-``repeat`` throughput over ``n`` images fed ``batch`` at a time."""
     fn(x[:batch])  # warm-up (allocations, oneDNN primitive creation)
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
         for i in range(0, n, batch):
-            fn(x[i:i + batch])
+            fn(x[i : i + batch])
         best = min(best, time.perf_counter() - t0)
     return n / best
 
@@ -77,8 +78,9 @@ def bench(spec: str, x: np.ndarray, args, tmp: Path) -> dict:
         row["slice_b1"] = None
     else:
         nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        row["slice_b1"] = images_per_s(lambda v: execute_slices(graph, v), nhwc, 1,
-                                       args.slow_images, 1)
+        row["slice_b1"] = images_per_s(
+            lambda v: execute_slices(graph, v), nhwc, 1, args.slow_images, 1
+        )
     try:
         from hwbed.fpga.export import export_qonnx, run_qonnx
     except ImportError:
@@ -109,8 +111,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="benchmarks/results/sim_throughput.json")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--shape", type=int, nargs=3, default=[3, 32, 32], metavar=("C", "H", "W"),
-                        help="input shape (default 3 32 32; cnv needs 32x32)")
+    parser.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=[3, 32, 32],
+        metavar=("C", "H", "W"),
+        help="input shape (default 3 32 32; cnv needs 32x32)",
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--images", type=int, default=256, help="images per batched timing")
     parser.add_argument("--single", type=int, default=32, help="images for batch-1 timings")
@@ -125,17 +133,34 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.models:
             rows.append(bench(spec, x, args, Path(tmp)))
-            print(json.dumps({k: round(v, 2) if isinstance(v, float) else v
-                              for k, v in rows[-1].items()}), flush=True)
+            print(
+                json.dumps(
+                    {k: round(v, 2) if isinstance(v, float) else v for k, v in rows[-1].items()}
+                ),
+                flush=True,
+            )
     cols = [c for c in rows[0] if c not in ("model",)]
     print("\n" + " | ".join(["model", *cols]))
     for r in rows:
-        print(" | ".join([r["model"], *(f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c])
-                                         for c in cols)]))
-    doc = {"machine": {"cpu": platform.processor() or platform.machine(),
-                       "torch_threads": args.threads, "torch": torch.__version__,
-                       "note": "shared 2-core machine; best-of-repeat timings, noisy"},
-           "units": "images/s", "shape": list(shape), "rows": rows}
+        print(
+            " | ".join(
+                [
+                    r["model"],
+                    *(f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c]) for c in cols),
+                ]
+            )
+        )
+    doc = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "torch_threads": args.threads,
+            "torch": torch.__version__,
+            "note": "shared 2-core machine; best-of-repeat timings, noisy",
+        },
+        "units": "images/s",
+        "shape": list(shape),
+        "rows": rows,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from hwbed.attacks.inputs import AttackError
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", message="Keyword arguments are being passed")
     from hwbed.cells import ModelSource, PlanError, plan
     from hwbed.engine import EngineError, run_jobs
     from hwbed.grid import GridError, load_grid, presets
