@@ -5,28 +5,20 @@ success on a trained model."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
+import scorers
 
-from hwbed.attacks.executable import BaseExecutable, TorchTwin
+from hwbed.attacks.executable import TorchTwin
 from hwbed.attacks.inputs import AttackError, px
 from hwbed.attacks.local_search import LB, UB, LocalSearch, cyclic, in_top_k, neighbourhood, pert
 
 SHAPE = (1, 10, 10)
 
 
-class Scorer(BaseExecutable):
-    """Logits from a function of the [0, 1] pixels; records every batch it is sent."""
-
-    def __init__(self, fn, classes=3, shape=SHAPE):
-        super().__init__("scorer", shape, classes)
-        self.fn = fn
-        self.batches: list[int] = []
-
-    def forward(self, pixels):
-        self.batches.append(len(pixels))
-        x = pixels.reshape(len(pixels), -1).astype(np.float64) / 255.0
-        return np.asarray(self.fn(x), dtype=np.float32)
+Scorer = functools.partial(scorers.Scorer, shape=SHAPE)
 
 
 def unbreakable(x):
