@@ -40,9 +40,11 @@ def board_input(pixels: np.ndarray, ishape_normal: tuple[int, ...]) -> np.ndarra
     nhwc = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
     frame = tuple(int(v) for v in ishape_normal[1:])
     if math.prod(frame) != math.prod(nhwc.shape[1:]):
-        raise BoardError(f"driver input {list(ishape_normal)} holds {math.prod(frame)} values "
-                         f"per frame, images [C, H, W] = {list(pixels.shape[1:])} hold "
-                         f"{math.prod(nhwc.shape[1:])}")
+        raise BoardError(
+            f"driver input {list(ishape_normal)} holds {math.prod(frame)} values "
+            f"per frame, images [C, H, W] = {list(pixels.shape[1:])} hold "
+            f"{math.prod(nhwc.shape[1:])}"
+        )
     return nhwc.reshape(len(pixels), *frame)
 
 
@@ -51,8 +53,10 @@ def labels_to_scores(labels: np.ndarray, num_classes: int) -> np.ndarray:
     labels = np.rint(np.asarray(labels, dtype=np.float64)).astype(np.int64)
     labels = labels.reshape(len(labels), -1)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise BoardError(f"board returned labels in [{labels.min()}, {labels.max()}], "
-                         f"outside 0..{num_classes - 1}")
+        raise BoardError(
+            f"board returned labels in [{labels.min()}, {labels.max()}], "
+            f"outside 0..{num_classes - 1}"
+        )
     n, k = labels.shape
     scores = np.zeros((n, num_classes), dtype=np.float32)
     np.put_along_axis(scores, labels, np.arange(k, 0, -1, dtype=np.float32)[None], axis=1)
@@ -64,22 +68,33 @@ class FinnBoardExecutable(BaseExecutable):
 
     bit_exact = True
 
-    def __init__(self, overlay: Any, io_shape_dict: dict, num_classes: int,
-                 input_shape: tuple[int, int, int] | None = None, name: str = "pynq-board",
-                 outputs: str = "labels", hw_batch: int = 64):
+    def __init__(
+        self,
+        overlay: Any,
+        io_shape_dict: dict,
+        num_classes: int,
+        input_shape: tuple[int, int, int] | None = None,
+        name: str = "pynq-board",
+        outputs: str = "labels",
+        hw_batch: int = 64,
+    ):
         if outputs not in ("labels", "scores"):
             raise ValueError(f"outputs must be 'labels' or 'scores', got {outputs!r}")
         if io_shape_dict.get("num_inputs", 1) != 1 or io_shape_dict.get("num_outputs", 1) != 1:
             raise BoardError("only single-input, single-output accelerators are supported")
         idt = dtype_name(io_shape_dict["idt"][0])
         if idt != "UINT8":
-            raise BoardError(f"the accelerator takes {idt} input; the query protocol carries "
-                             "uint8 pixels (UINT8)")
+            raise BoardError(
+                f"the accelerator takes {idt} input; the query protocol carries "
+                "uint8 pixels (UINT8)"
+            )
         self.ishape = tuple(int(v) for v in io_shape_dict["ishape_normal"][0])
         if input_shape is None:
             if len(self.ishape) != 4:
-                raise BoardError(f"driver input shape {list(self.ishape)} is not NHWC; give "
-                                 "input_shape=(C, H, W)")
+                raise BoardError(
+                    f"driver input shape {list(self.ishape)} is not NHWC; give "
+                    "input_shape=(C, H, W)"
+                )
             _, h, w, c = self.ishape
             input_shape = (c, h, w)
         super().__init__(name, input_shape, num_classes)
@@ -95,19 +110,21 @@ class FinnBoardExecutable(BaseExecutable):
         frames = board_input(pixels, self.ishape)
         parts = []
         for start in range(0, len(frames), self.hw_batch):
-            chunk = frames[start:start + self.hw_batch]
+            chunk = frames[start : start + self.hw_batch]
             padded = np.zeros((self.hw_batch, *chunk.shape[1:]), dtype=np.uint8)
-            padded[:len(chunk)] = chunk
+            padded[: len(chunk)] = chunk
             out = self.overlay.execute(padded)
             if isinstance(out, list):
                 out = out[0]
-            parts.append(np.asarray(out).reshape(self.hw_batch, -1)[:len(chunk)])
+            parts.append(np.asarray(out).reshape(self.hw_batch, -1)[: len(chunk)])
         out = np.concatenate(parts)
         if self.outputs == "labels":
             return labels_to_scores(out, self.num_classes)
         if out.shape[1] != self.num_classes:
-            raise BoardError(f"board returned {out.shape[1]} outputs per image, expected "
-                             f"{self.num_classes} scores")
+            raise BoardError(
+                f"board returned {out.shape[1]} outputs per image, expected "
+                f"{self.num_classes} scores"
+            )
         return out.astype(np.float32)
 
 
@@ -128,15 +145,33 @@ def load_driver(driver_dir: str | Path):
     return module
 
 
-def open_board(bitfile: str | Path, driver_dir: str | Path, num_classes: int,
-               input_shape: tuple[int, int, int] | None = None, outputs: str = "labels",
-               hw_batch: int = 64, platform: str = "zynq-iodma", fclk_mhz: float = 100.0,
-               name: str | None = None) -> FinnBoardExecutable:
+def open_board(
+    bitfile: str | Path,
+    driver_dir: str | Path,
+    num_classes: int,
+    input_shape: tuple[int, int, int] | None = None,
+    outputs: str = "labels",
+    hw_batch: int = 64,
+    platform: str = "zynq-iodma",
+    fclk_mhz: float = 100.0,
+    name: str | None = None,
+) -> FinnBoardExecutable:
     """Program the FPGA with ``bitfile`` through FINN's driver and wrap it (PYNQ only)."""
     driver = load_driver(driver_dir)
     overlay = driver.FINNExampleOverlay(
-        bitfile_name=str(bitfile), platform=platform, io_shape_dict=driver.io_shape_dict,
-        batch_size=hw_batch, fclk_mhz=fclk_mhz,
-        runtime_weight_dir=str(Path(driver_dir) / "runtime_weights"))
-    return FinnBoardExecutable(overlay, driver.io_shape_dict, num_classes, input_shape,
-                               name or f"pynq:{Path(bitfile).stem}", outputs, hw_batch)
+        bitfile_name=str(bitfile),
+        platform=platform,
+        io_shape_dict=driver.io_shape_dict,
+        batch_size=hw_batch,
+        fclk_mhz=fclk_mhz,
+        runtime_weight_dir=str(Path(driver_dir) / "runtime_weights"),
+    )
+    return FinnBoardExecutable(
+        overlay,
+        driver.io_shape_dict,
+        num_classes,
+        input_shape,
+        name or f"pynq:{Path(bitfile).stem}",
+        outputs,
+        hw_batch,
+    )

@@ -61,8 +61,11 @@ class ReferenceExecutable(BaseExecutable):
     bit_exact = True
 
     def __init__(self, graph: Graph, name: str | None = None):
-        super().__init__(name or f"{graph.meta.get('model', 'graph')}-reference",
-                         graph_input_chw(graph), graph.tensors[graph.output].shape[-1])
+        super().__init__(
+            name or f"{graph.meta.get('model', 'graph')}-reference",
+            graph_input_chw(graph),
+            graph.tensors[graph.output].shape[-1],
+        )
         self.graph = graph
 
     def forward(self, pixels: np.ndarray) -> np.ndarray:
@@ -78,8 +81,10 @@ def graph_input_chw(graph: Graph) -> tuple[int, int, int]:
         return tuple(int(v) for v in graph.meta["input_chw"])
     shape = graph.tensors[graph.input].shape
     if len(shape) != 3:
-        raise GraphError(f"graph input {graph.input!r} has shape {shape}; cannot tell (C, H, W) "
-                         "without meta['input_chw']")
+        raise GraphError(
+            f"graph input {graph.input!r} has shape {shape}; cannot tell (C, H, W) "
+            "without meta['input_chw']"
+        )
     h, w, c = shape
     return (c, h, w)
 
@@ -127,9 +132,16 @@ class QueryServer:
     504 while the prediction finishes in the background, uncounted).
     """
 
-    def __init__(self, executable: Executable, token: str, host: str = "127.0.0.1",
-                 port: int = 8088, max_batch: int = 1024, max_bytes: int = 64 << 20,
-                 timeout: float = 60.0):
+    def __init__(
+        self,
+        executable: Executable,
+        token: str,
+        host: str = "127.0.0.1",
+        port: int = 8088,
+        max_batch: int = 1024,
+        max_bytes: int = 64 << 20,
+        timeout: float = 60.0,
+    ):
         if not token:
             raise ValueError("the server needs a non-empty bearer token")
         if max_batch < 1 or max_bytes < 1 or timeout <= 0:
@@ -155,17 +167,26 @@ class QueryServer:
 
     def info(self) -> dict[str, Any]:
         exe = self.executable
-        return {"version": PROTOCOL_VERSION, "name": exe.name,
-                "input_shape": list(exe.input_shape), "num_classes": exe.num_classes,
-                "bit_exact": bool(exe.bit_exact), "returns": getattr(exe, "returns", "scores"),
-                "dtype": "uint8", "layout": "NCHW",
-                "queries": self.queries, "requests": self.requests,  # received, this one included
-                "max_batch": self.max_batch, "max_bytes": self.max_bytes}
+        return {
+            "version": PROTOCOL_VERSION,
+            "name": exe.name,
+            "input_shape": list(exe.input_shape),
+            "num_classes": exe.num_classes,
+            "bit_exact": bool(exe.bit_exact),
+            "returns": getattr(exe, "returns", "scores"),
+            "dtype": "uint8",
+            "layout": "NCHW",
+            "queries": self.queries,
+            "requests": self.requests,  # received, this one included
+            "max_batch": self.max_batch,
+            "max_bytes": self.max_bytes,
+        }
 
     def authorized(self, header: str | None) -> bool:
         scheme, _, token = (header or "").partition(" ")
-        return (scheme.lower() == "bearer"
-                and hmac.compare_digest(token.strip().encode(), self._token))
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), self._token
+        )
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Run the executable on the worker thread within the timeout; count answered images."""
@@ -173,11 +194,14 @@ class QueryServer:
         try:
             scores = np.asarray(future.result(timeout=self.timeout), dtype=np.float32)
         except FutureTimeout as err:
-            raise RequestError(HTTPStatus.GATEWAY_TIMEOUT,
-                               f"prediction took longer than {self.timeout:g} s") from err
+            raise RequestError(
+                HTTPStatus.GATEWAY_TIMEOUT, f"prediction took longer than {self.timeout:g} s"
+            ) from err
         if scores.shape != (len(pixels), self.executable.num_classes):
-            raise RuntimeError(f"backend returned scores of shape {scores.shape}, expected "
-                               f"{(len(pixels), self.executable.num_classes)}")
+            raise RuntimeError(
+                f"backend returned scores of shape {scores.shape}, expected "
+                f"{(len(pixels), self.executable.num_classes)}"
+            )
         with self._counter_lock:
             self.queries += len(pixels)
         return scores
@@ -191,8 +215,9 @@ class QueryServer:
 
     def start(self) -> QueryServer:
         """Serve on a daemon thread; returns self."""
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
-                                        name="hwbed-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, args=(0.05,), name="hwbed-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -246,10 +271,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(status, {"error": f"internal error: {type(err).__name__}: {err}"})
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-            log.warning("%s %s %s: client went away", self.client_address[0], self.command,
-                        self.path)
-        log.info("%s %s %s %d n=%d %.1f ms", self.client_address[0], self.command, self.path,
-                 status, self._images, 1000 * (time.perf_counter() - start))
+            log.warning(
+                "%s %s %s: client went away", self.client_address[0], self.command, self.path
+            )
+        log.info(
+            "%s %s %s %d n=%d %.1f ms",
+            self.client_address[0],
+            self.command,
+            self.path,
+            status,
+            self._images,
+            1000 * (time.perf_counter() - start),
+        )
 
     def _get(self) -> None:
         self._check_auth()
@@ -265,30 +298,38 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Content-Length") is None:
             raise RequestError(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required")
         if self._unread > app.max_bytes:
-            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                               f"body of {self._unread} bytes exceeds max_bytes={app.max_bytes}")
+            raise RequestError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"body of {self._unread} bytes exceeds max_bytes={app.max_bytes}",
+            )
         ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype != "application/octet-stream":
-            raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                               f"Content-Type must be application/octet-stream, got {ctype!r}")
+            raise RequestError(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                f"Content-Type must be application/octet-stream, got {ctype!r}",
+            )
         n = self._batch()
         body = self._read_body()
         expect = n * math.prod(app.executable.input_shape)
         if len(body) != expect:
-            raise RequestError(HTTPStatus.BAD_REQUEST,
-                               f"body has {len(body)} bytes, expected {expect} = {n} images of "
-                               f"uint8 {list(app.executable.input_shape)}")
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST,
+                f"body has {len(body)} bytes, expected {expect} = {n} images of "
+                f"uint8 {list(app.executable.input_shape)}",
+            )
         pixels = np.frombuffer(body, dtype=np.uint8).reshape(n, *app.executable.input_shape)
         self._images = n
         scores = app.predict(pixels)
         extra = {"X-Queries": str(app.queries)}
         if "application/octet-stream" in self.headers.get("Accept", ""):
             extra["X-Shape"] = ",".join(map(str, scores.shape))
-            self._send(HTTPStatus.OK, scores.astype("<f4").tobytes(), "application/octet-stream",
-                       extra)
+            self._send(
+                HTTPStatus.OK, scores.astype("<f4").tobytes(), "application/octet-stream", extra
+            )
         else:
-            self._send_json(HTTPStatus.OK, {"shape": list(scores.shape),
-                                            "scores": scores.tolist()}, extra)
+            self._send_json(
+                HTTPStatus.OK, {"shape": list(scores.shape), "scores": scores.tolist()}, extra
+            )
 
     def _batch(self) -> int:
         """N from ``X-Shape: N,C,H,W`` (checked against the input shape) or ``X-Batch: N``."""
@@ -298,23 +339,29 @@ class _Handler(BaseHTTPRequestHandler):
             if shape_header is not None:
                 shape = [int(v) for v in shape_header.split(",")]
                 if len(shape) != 4 or shape[1:] != expect:
-                    raise RequestError(HTTPStatus.BAD_REQUEST,
-                                       f"X-Shape {shape_header!r} does not match [N, "
-                                       f"{', '.join(map(str, expect))}]")
+                    raise RequestError(
+                        HTTPStatus.BAD_REQUEST,
+                        f"X-Shape {shape_header!r} does not match [N, "
+                        f"{', '.join(map(str, expect))}]",
+                    )
                 n = shape[0]
             elif batch_header is not None:
                 n = int(batch_header)
             else:
-                raise RequestError(HTTPStatus.BAD_REQUEST,
-                                   "X-Shape: N,C,H,W or X-Batch: N is required")
+                raise RequestError(
+                    HTTPStatus.BAD_REQUEST, "X-Shape: N,C,H,W or X-Batch: N is required"
+                )
         except ValueError as err:
-            raise RequestError(HTTPStatus.BAD_REQUEST,
-                               f"X-Shape / X-Batch must be integers: {err}") from err
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST, f"X-Shape / X-Batch must be integers: {err}"
+            ) from err
         if n < 1:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"batch must be at least 1, got {n}")
         if n > self.app.max_batch:
-            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                               f"batch of {n} exceeds max_batch={self.app.max_batch}")
+            raise RequestError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"batch of {n} exceeds max_batch={self.app.max_batch}",
+            )
         return n
 
     def _check_auth(self) -> None:
@@ -325,8 +372,10 @@ class _Handler(BaseHTTPRequestHandler):
         text = self.headers.get("Content-Length", "0").strip()
         if not (text.isascii() and text.isdigit()):
             self.close_connection = True  # the body's end is unknown
-            raise RequestError(HTTPStatus.BAD_REQUEST,
-                               f"Content-Length must be a non-negative integer, got {text!r}")
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST,
+                f"Content-Length must be a non-negative integer, got {text!r}",
+            )
         return int(text)
 
     def _read_body(self) -> bytes:
@@ -337,8 +386,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise RequestError(HTTPStatus.REQUEST_TIMEOUT, "timed out reading the body") from err
         if len(body) != length:
-            raise RequestError(HTTPStatus.BAD_REQUEST,
-                               f"body ended after {len(body)} of {length} bytes")
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST, f"body ended after {len(body)} of {length} bytes"
+            )
         return body
 
     def _drain(self) -> None:
@@ -389,19 +439,34 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m hwbed.fpga.deploy.server",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--graph", help="lowered graph JSON or build folder (for pynq: where "
-                        "the class count and image shape come from)")
-    parser.add_argument("--backend", default="auto", choices=["auto", "sim", "reference", "pynq"],
-                        help="auto: the simulator if installed, else the reference executor")
+    parser = argparse.ArgumentParser(
+        prog="python -m hwbed.fpga.deploy.server", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--graph",
+        help="lowered graph JSON or build folder (for pynq: where "
+        "the class count and image shape come from)",
+    )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "sim", "reference", "pynq"],
+        help="auto: the simulator if installed, else the reference executor",
+    )
     parser.add_argument("--bitfile", help="pynq: the FINN bitfile (.bit)")
     parser.add_argument("--driver-dir", help="pynq: FINN's generated driver folder")
     parser.add_argument("--num-classes", type=int, help="pynq without --graph: class count")
-    parser.add_argument("--input-shape", type=parse_shape,
-                        help="pynq without --graph: C,H,W when the driver's input is flat")
-    parser.add_argument("--outputs", default="labels", choices=["labels", "scores"],
-                        help="pynq: the accelerator ends in LabelSelect (labels) or not")
+    parser.add_argument(
+        "--input-shape",
+        type=parse_shape,
+        help="pynq without --graph: C,H,W when the driver's input is flat",
+    )
+    parser.add_argument(
+        "--outputs",
+        default="labels",
+        choices=["labels", "scores"],
+        help="pynq: the accelerator ends in LabelSelect (labels) or not",
+    )
     parser.add_argument("--hw-batch", type=int, default=64, help="pynq: frames per DMA transfer")
     parser.add_argument("--fclk-mhz", type=float, default=100.0, help="pynq: the build's clock")
     parser.add_argument("--host", default="127.0.0.1")
@@ -425,17 +490,36 @@ def main(argv: list[str] | None = None) -> None:
             input_shape = input_shape or graph_input_chw(graph)
         if not num_classes:
             parser.error("--backend pynq needs --graph or --num-classes")
-        exe = open_board(args.bitfile, args.driver_dir, num_classes,
-                         input_shape=input_shape, outputs=args.outputs,
-                         hw_batch=args.hw_batch, fclk_mhz=args.fclk_mhz)
+        exe = open_board(
+            args.bitfile,
+            args.driver_dir,
+            num_classes,
+            input_shape=input_shape,
+            outputs=args.outputs,
+            hw_batch=args.hw_batch,
+            fclk_mhz=args.fclk_mhz,
+        )
     else:
         if not args.graph:
             parser.error(f"--backend {args.backend} needs --graph")
         exe = graph_executable(args.graph, args.backend)
-    server = QueryServer(exe, read_token(args.token_file), args.host, args.port,
-                         args.max_batch, args.max_bytes, args.timeout)
-    log.info("serving %s (%s, input %s, %d classes) on %s", exe.name, type(exe).__name__,
-             list(exe.input_shape), exe.num_classes, server.url)
+    server = QueryServer(
+        exe,
+        read_token(args.token_file),
+        args.host,
+        args.port,
+        args.max_batch,
+        args.max_bytes,
+        args.timeout,
+    )
+    log.info(
+        "serving %s (%s, input %s, %d classes) on %s",
+        exe.name,
+        type(exe).__name__,
+        list(exe.input_shape),
+        exe.num_classes,
+        server.url,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

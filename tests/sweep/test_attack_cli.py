@@ -71,27 +71,49 @@ def test_presets_parse_and_hold_the_study_grid():
     cw = [e for e in g.entries if e.attack == "cw"]
     assert sorted(e.params["initial_const"] for e in cw) == [0.01, 0.1, 1.0, 5.0, 10.0]
     curve = load_grid("pgd-curve").entries[0]
-    assert curve.constructor() == {"norm": "l2", "steps": 100, "abs_stepsize": 0.5,
-                                   "restarts": 5, "record_every": 5}
+    assert curve.constructor() == {
+        "norm": "l2",
+        "steps": 100,
+        "abs_stepsize": 0.5,
+        "restarts": 5,
+        "record_every": 5,
+    }
 
 
-@pytest.mark.parametrize("data,match", [
-    ({"attacks": [{"attack": "fgsm", "epsilon": [1]}]}, "unknown key 'epsilon'; allowed: "
-     "attack, norm, eps_unit, epsilons"),
-    ({"attack": []}, "unknown key 'attack'; allowed: name"),
-    ({"attacks": [{"attack": "pgdd", "epsilons": [1]}]}, "unknown attack 'pgdd'; choose one of"),
-    ({"attacks": [{"attack": "pgd", "epsilons": [1]}]}, "ε needs a norm"),
-    ({"attacks": [{"attack": "pgd", "norm": "l3", "epsilons": [1]}]}, "unknown norm 'l3'"),
-    ({"attacks": [{"attack": "fgsm", "norm": "l2", "epsilons": [1]}]}, "fgsm is linf only"),
-    ({"attacks": [{"attack": "fgsm", "eps_unit": "pixels", "epsilons": [1]}]},
-     "eps_unit 'pixels'; choose one of abs, px"),
-    ({"attacks": [{"attack": "fgsm"}]}, "'epsilons' is required"),
-    ({"attacks": [{"attack": "fgsm", "epsilons": [1], "iterations": [2]}]}, "no iteration axis"),
-    ({"attacks": [{"attack": "pgd", "norm": "l2", "epsilons": [1], "params": {"step": 3}}]},
-     "unknown parameter 'step'"),
-    ({"attacks": [{"attack": "genattack", "epsilons": [1], "params": {"budget": 0}}]},
-     "budget must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (
+            {"attacks": [{"attack": "fgsm", "epsilon": [1]}]},
+            "unknown key 'epsilon'; allowed: attack, norm, eps_unit, epsilons",
+        ),
+        ({"attack": []}, "unknown key 'attack'; allowed: name"),
+        (
+            {"attacks": [{"attack": "pgdd", "epsilons": [1]}]},
+            "unknown attack 'pgdd'; choose one of",
+        ),
+        ({"attacks": [{"attack": "pgd", "epsilons": [1]}]}, "ε needs a norm"),
+        ({"attacks": [{"attack": "pgd", "norm": "l3", "epsilons": [1]}]}, "unknown norm 'l3'"),
+        ({"attacks": [{"attack": "fgsm", "norm": "l2", "epsilons": [1]}]}, "fgsm is linf only"),
+        (
+            {"attacks": [{"attack": "fgsm", "eps_unit": "pixels", "epsilons": [1]}]},
+            "eps_unit 'pixels'; choose one of abs, px",
+        ),
+        ({"attacks": [{"attack": "fgsm"}]}, "'epsilons' is required"),
+        (
+            {"attacks": [{"attack": "fgsm", "epsilons": [1], "iterations": [2]}]},
+            "no iteration axis",
+        ),
+        (
+            {"attacks": [{"attack": "pgd", "norm": "l2", "epsilons": [1], "params": {"step": 3}}]},
+            "unknown parameter 'step'",
+        ),
+        (
+            {"attacks": [{"attack": "genattack", "epsilons": [1], "params": {"budget": 0}}]},
+            "budget must be a positive integer",
+        ),
+    ],
+)
 def test_grid_errors_name_the_key_and_the_choices(data, match):
     with pytest.raises(GridError, match=match):
         parse_grid({"name": "g", **data})
@@ -138,8 +160,10 @@ def test_a_sweep_writes_every_cell_then_skips_them(capsys, tmp_path, ckpt, grid_
     # the simulator is the twin bit for bit: the device verdict equals the twin's per image
     for attack in ("fgsm", "pgd", "genattack"):
         sub = rows[rows.attack == attack]
-        by = {s: g.sort_values(["eps", "iterations", "image"]).pred.tolist()
-              for s, g in sub.groupby("executable")}
+        by = {
+            s: g.sort_values(["eps", "iterations", "image"]).pred.tolist()
+            for s, g in sub.groupby("executable")
+        }
         assert by["sim"] == by["twin"]
     # iterations share a run: the shorter cell is the longer run's prefix, not a rerun
     pgd = cells[cells.attack == "pgd"]
@@ -152,14 +176,29 @@ def test_a_sweep_writes_every_cell_then_skips_them(capsys, tmp_path, ckpt, grid_
 @pytest.mark.slow
 def test_sigkill_of_the_cli_then_rerun_equals_an_uninterrupted_sweep(tmp_path, ckpt, grid_file):
     def sweep(store):
-        return [sys.executable, "-m", "hwbed.attack", "--checkpoint", str(ckpt), "--grid",
-                str(grid_file), "--store", str(store), "--no-progress"]
+        return [
+            sys.executable,
+            "-m",
+            "hwbed.attack",
+            "--checkpoint",
+            str(ckpt),
+            "--grid",
+            str(grid_file),
+            "--store",
+            str(store),
+            "--no-progress",
+        ]
 
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     subprocess.run(sweep(tmp_path / "whole"), check=True, env=env, capture_output=True)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(sweep(killed), env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        sweep(killed),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and len(list((killed / "cells").glob("*.json"))) < 4:
         time.sleep(0.05)
