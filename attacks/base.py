@@ -29,7 +29,7 @@ from .inputs import (
     random_targets,
 )
 from .oracle import Oracle
-from .result import AttackResult, outcome
+from .result import AttackResult, judged
 from .twin import Twin
 
 LOSSES = ("ce", "margin")
@@ -104,6 +104,12 @@ class WhiteBoxAttack(Attack):
     batch_size = 256
     _snapshots: tuple[int, ...] = ()
 
+    @property
+    def queries_per_iteration(self) -> int:
+        """Gradient evaluations one iteration costs an image (a snapshot after i iterations
+        has spent ``min(queries, i · this)``)."""
+        return 1
+
     def snapshot_steps(self, steps: int) -> tuple[int, ...]:
         """The asked snapshot iterations, checked against the run's ``steps``."""
         late = [i for i in self._snapshots if i > steps]
@@ -163,6 +169,7 @@ class WhiteBoxAttack(Attack):
         else:
             pred = twin.predict(adv.flatten(0, 1)).numpy().reshape(len(eps), len(x))
         snaps = {i: torch.stack(v) for i, v in snap_all.items()}
+        queries = np.stack(query_all).astype(np.int64)
         snap_pred = {
             i: twin.predict(v.flatten(0, 1)).numpy().reshape(len(eps), len(x))
             for i, v in snaps.items()
@@ -178,8 +185,8 @@ class WhiteBoxAttack(Attack):
             targets=t,
             clean_pred=clean_pred,
             pred=pred,
-            success=outcome(pred, y[None], None if t is None else t[None]),
-            queries=np.stack(query_all).astype(np.int64),
+            success=judged(pred, clean_pred, y, t),
+            queries=queries,
             distortion=distortion(x.numpy()[None], adv.numpy()),
             crafted_on=twin.name,
             scored_on=twin.name,
@@ -188,7 +195,10 @@ class WhiteBoxAttack(Attack):
             first_success=np.stack(first_all) if first_all else None,
             adversarial=adv.numpy() if keep else None,
             traces={k: np.stack(v) for k, v in trace_all.items()},
-            snapshots={i: (v.numpy(), snap_pred[i]) for i, v in snaps.items()},
+            snapshots={
+                i: (v.numpy(), snap_pred[i], np.minimum(queries, i * self.queries_per_iteration))
+                for i, v in snaps.items()
+            },
         )
 
     def _twin(self, model: Any, images: Any) -> Twin:
@@ -271,7 +281,7 @@ class BlackBoxAttack(Attack):
             results = [(clean_pred, _threshold(out, r, pixels, clean_pred), oracle) for r in eps]
         adv = np.stack([r[1]["adv"] for r in results])
         pred = np.stack([r[1]["pred"] for r in results])
-        success = outcome(pred, y[None], None if t is None else t[None])
+        success = judged(pred, results[0][0], y, t)
         traces = {
             k: np.stack([r[1]["traces"][k] for r in results])
             for k in results[0][1].get("traces", {})

@@ -96,6 +96,10 @@ class DeepFool(WhiteBoxAttack):
         self._cache: dict[str, dict[str, Any]] | None = None
 
     @property
+    def queries_per_iteration(self) -> int:
+        return self.candidates - 1
+
+    @property
     def params(self) -> dict[str, Any]:
         return {
             "norm": self.norm,

@@ -5,7 +5,8 @@ Each restart starts uniformly at random in the ε-ball (``random_start``), then 
 of the loss, Π the projection onto the ε-ball and the [0, 1] box. α is ``abs_stepsize``, or
 ``rel_stepsize``·ε (default ε/4, the reference's α for L∞ 8/255 with α 2/255). Per image the
 first successful iterate of the first successful restart is kept (``keep="first"``), else the
-final iterate (``keep="last"``, what torchattacks and foolbox return). Input: float NCHW
+final iterate (``keep="last"``, what torchattacks and foolbox return; it records no
+``first_success``). Input: float NCHW
 images in [0, 1] on the 8-bit grid (or uint8); ε in [0, 1] units in the stated norm.
 
 Records per image the first iteration at which any restart succeeded (``first_success``,
@@ -66,6 +67,10 @@ class PGD(WhiteBoxAttack):
             raise AttackError(f"pgd: keep must be 'first' or 'last', got {keep!r}")
         self.loss, self.targeted, self.keep = loss, bool(targeted), keep
         self.random_start = bool(random_start)
+
+    @property
+    def queries_per_iteration(self) -> int:
+        return self.restarts
 
     @property
     def params(self) -> dict[str, Any]:
@@ -139,7 +144,9 @@ class PGD(WhiteBoxAttack):
         return {
             "adv": marks[self.steps].images,
             "pred": marks[self.steps].pred,
-            "first_success": first,
+            # keep="last" returns the final iterate: an iterate that once succeeded says
+            # nothing about it, so no per-iteration success is claimed
+            "first_success": first if self.keep == "first" else None,
             "queries": np.full(n, self.steps * self.restarts, dtype=np.int64),
             "snapshots": {
                 k: m.images for k, m in marks.items() if k != self.steps or k in self._snapshots

@@ -33,8 +33,8 @@ class AttackResult:
     - ``images`` [N, C, H, W] uint8 clean images; ``labels``/``targets`` [N];
       ``clean_pred`` [N] on ``scored_on``.
     - ``traces``: per-iteration records, e.g. PGD's ``loss`` and ``correct`` [E, R, T, N].
-    - ``snapshots``: {i: (adversarial [E, N, C, H, W], pred [E, N])}, what a white-box run
-      would have returned after i iterations (asked with ``snapshots=[...]``).
+    - ``snapshots``: {i: (adversarial [E, N, C, H, W], pred [E, N], queries [E, N])}, what a
+      white-box run would have returned (and spent) after i iterations (``snapshots=[...]``).
     """
 
     attack: str
@@ -59,7 +59,7 @@ class AttackResult:
     exhausted: np.ndarray | None = None
     adversarial: np.ndarray | None = None
     traces: dict[str, np.ndarray] = field(default_factory=dict)
-    snapshots: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    snapshots: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -71,8 +71,10 @@ class AttackResult:
 
     @property
     def robust_accuracy(self) -> np.ndarray:
-        """[E] fraction of all images still classified as their label."""
-        return np.mean(self.pred == self.labels[None], axis=1)
+        """[E] fraction of all images classified as their label, clean and attacked (an image
+        the model already gets wrong counts as broken, as in AutoAttack)."""
+        correct = (self.clean_pred == self.labels)[None]
+        return np.mean(correct & (self.pred == self.labels[None]), axis=1)
 
     @property
     def target_accuracy(self) -> np.ndarray | None:
@@ -129,7 +131,7 @@ class AttackResult:
         """
         params = {**self.params, key: iterations}
         if iterations in self.snapshots:
-            adv, pred = self.snapshots[iterations]
+            adv, pred, queries = self.snapshots[iterations]
             first = (
                 None
                 if self.first_success is None
@@ -141,10 +143,10 @@ class AttackResult:
                 adversarial=adv,
                 pred=pred,
                 first_success=first,
-                success=outcome(
-                    pred, self.labels[None], None if self.targets is None else self.targets[None]
-                ),
+                success=judged(pred, self.clean_pred, self.labels, self.targets),
                 distortion=_distortion(self.images[None], adv),
+                queries=queries,
+                traces={},
                 snapshots={},
             )
         broken = self.success_at(iterations)
@@ -159,8 +161,8 @@ class AttackResult:
         else:
             pred = np.where(broken, self.pred, self.labels[None])
         queries = self.queries
-        if "queries" in self.traces:
-            queries = np.where(broken, self.queries, row(self.traces["queries"]))
+        if "queries" in self.traces:  # what a run stopped after that iteration had spent
+            queries = row(self.traces["queries"]).astype(np.int64)
         adv = None
         if "distortion" in self.traces:
             distortion = {k: np.full(broken.shape, np.nan) for k in self.distortion}
@@ -247,6 +249,16 @@ def outcome(pred: np.ndarray, labels: np.ndarray, targets: np.ndarray | None) ->
     return pred == targets
 
 
+def judged(
+    pred: np.ndarray, clean_pred: np.ndarray, labels: np.ndarray, targets: np.ndarray | None
+) -> np.ndarray:
+    """A result's success [E, N]: untargeted, an image the model already gets wrong is a
+    success at every ε whatever its adversarial does; targeted, the target is reached."""
+    if targets is None:
+        return (pred != labels[None]) | (clean_pred != labels)[None]
+    return pred == targets[None]
+
+
 def rescored(
     result: AttackResult,
     *,
@@ -264,9 +276,7 @@ def rescored(
         result,
         pred=pred,
         clean_pred=clean_pred,
-        success=outcome(
-            pred, result.labels[None], None if result.targets is None else result.targets[None]
-        ),
+        success=judged(pred, clean_pred, result.labels, result.targets),
         queries=np.full((len(result.epsilons), n), queries, dtype=np.int64),
         distortion=_distortion(result.images[None], adversarial),
         adversarial=adversarial,

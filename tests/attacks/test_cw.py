@@ -224,9 +224,12 @@ def test_snapshots_give_the_shorter_runs(float_twin, correct_digits):
     x, y = x[:8], y[:8]
     r = CarliniWagnerL2.fixed_const(5.0, 12)(float_twin, x, y, epsilons=[None, 0.5], snapshots=[6])
     short = CarliniWagnerL2.fixed_const(5.0, 6)(float_twin, x, y, epsilons=[None, 0.5])
-    adv, pred = r.snapshots[6]
+    adv, pred, queries = r.snapshots[6]
     np.testing.assert_array_equal(adv, short.adversarial)
     np.testing.assert_array_equal(pred, short.pred)
+    at = r.at(6, "steps")
+    np.testing.assert_array_equal(at.queries, short.queries)
+    np.testing.assert_array_equal(at.success, short.success)
 
 
 def test_deterministic_and_already_misclassified(float_twin, correct_digits):

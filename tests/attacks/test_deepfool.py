@@ -187,10 +187,11 @@ def test_snapshots_give_the_shorter_runs(float_twin, correct_digits, norm):
     r = DeepFool(norm, steps=10)(float_twin, x, y, epsilons=eps, snapshots=[1, 5])
     for steps in (1, 5):
         short = DeepFool(norm, steps=steps)(float_twin, x, y, epsilons=eps)
-        adv, pred = r.snapshots[steps]
+        adv, pred, _ = r.snapshots[steps]
         np.testing.assert_array_equal(adv, short.adversarial)
         np.testing.assert_array_equal(pred, short.pred)
         np.testing.assert_array_equal(r.at(steps, "steps").success, short.success)
+        np.testing.assert_array_equal(r.at(steps, "steps").queries, short.queries)
     with pytest.raises(AttackError, match="snapshot"):
         DeepFool(norm, steps=4)(float_twin, x, y, snapshots=[5])
 

@@ -151,6 +151,19 @@ def test_snapshots_equal_shorter_runs(float_twin, correct_digits, keep):
         np.testing.assert_array_equal(at.adversarial, short.adversarial)
         np.testing.assert_array_equal(at.pred, short.pred)
         np.testing.assert_array_equal(at.first_success, short.first_success)
-        assert at.params["steps"] == i and not at.snapshots
+        np.testing.assert_array_equal(at.queries, short.queries)
+        np.testing.assert_array_equal(at.robust_accuracy, short.robust_accuracy)
+        assert at.params["steps"] == i and not at.snapshots and not at.traces
     with pytest.raises(AttackError, match="snapshot at iteration 9 > steps 6"):
         PGD("linf", steps=6)(float_twin, x, y, eps, snapshots=[9])
+
+
+def test_an_image_already_misclassified_is_broken_at_every_eps(float_twin, digits_test):
+    x, y = digits_test
+    r = FGSM()(float_twin, x, y, epsilons=[0.0, px(4), px(8)])
+    wrong = r.clean_pred != y
+    assert wrong.any()
+    assert r.success[:, wrong].all()
+    expect = np.mean((r.clean_pred == y)[None] & (r.pred == y[None]), axis=1)
+    np.testing.assert_array_equal(r.robust_accuracy, expect)
+    assert r.robust_accuracy[0] == r.clean_accuracy
