@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", message="Keyword arguments are being passed")
     from hwbed.cells import ModelSource, PlanError, plan
-    from hwbed.engine import EngineError, run_jobs
+    from hwbed.engine import EngineError, run_jobs, validate
     from hwbed.grid import GridError, load_grid, presets
     from hwbed.store import Store, StoreError
 
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             _build_default(args.progress)
         models += [ModelSource.from_build(b) for b in builds]
         jobs = plan(grid, models, kinds, args.data, args.data_dir)
+        validate(jobs, args.jobs, args.cluster, args.retries)
         if args.dry_run:
             _print_cells(jobs)
             return 0
@@ -146,6 +147,9 @@ def table(store, jobs) -> str:
     """Clean and attacked accuracy per cell, every executable side by side (+ Δ to float)."""
     groups: dict[tuple, dict[str, dict]] = {}
     sides: list[str] = []
+    models = {job.payload["model"]["hash"]: job.payload["model"]["name"] for job in jobs}
+    twice = {n for n in models.values() if list(models.values()).count(n) > 1}
+    names = {h: f"{n}@{h[:6]}" if n in twice else n for h, n in models.items()}
     for job in jobs:
         for cell in job.payload["cells"]:
             if not store.has(cell["key"]):
@@ -153,25 +157,27 @@ def table(store, jobs) -> str:
             c = cell["content"]
             summary = store.read(cell["key"])["manifest"]["summary"]
             row = (
-                c["model"],
+                names[c["model_hash"]],
                 c["attack"],
                 c["norm"] or "-",
                 _eps(c),
                 str(c["iterations"] or "-"),
                 _short(c["params"]),
-                c["seed"],
+                str(c["seed"]),
             )
             groups.setdefault(row, {})[c["executable"]] = summary
             if c["executable"] not in sides:
                 sides.append(c["executable"])
-    head = ["model", "attack", "norm", "eps", "i", "params"] + [f"{s} clean/att" for s in sides]
+    head = ["model", "attack", "norm", "eps", "i", "params", "seed"] + [
+        f"{s} clean/att" for s in sides
+    ]
     has_float = "twin-float" in sides
     hw = [s for s in sides if s not in ("twin-float", "twin")]
     if has_float and hw:
         head += [f"Δ {s}-float" for s in hw]
     lines = [head]
     for row, by_side in groups.items():
-        cols = [str(v) for v in row[:6]]
+        cols = [str(v) for v in row]
         for s in sides:
             r = by_side.get(s)
             cols.append(

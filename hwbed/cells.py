@@ -29,6 +29,7 @@ from hwbed import __version__
 from hwbed.attacks.backends import KINDS
 from hwbed.engine import Job
 from hwbed.grid import ITERATION_PARAM, AttackEntry, Grid
+from hwbed.models.data.registry import available_datasets
 from hwbed.store import cell_key
 
 FLOAT_SIDE = "twin-float"
@@ -70,9 +71,13 @@ class ModelSource:
             raise PlanError(f"{path}: no such checkpoint")
         source = cls._make(path, path, [path])
         if spec is not None:
-            from hwbed.models.spec import parse_spec
+            from hwbed.models.spec import SpecError, parse_spec
 
-            if parse_spec(spec).name != source.name:
+            try:
+                wanted = parse_spec(spec).name
+            except SpecError as err:
+                raise PlanError(f"--model {spec!r}: {err}") from None
+            if wanted != source.name:
                 raise PlanError(f"{path} holds a {source.name} network, not {spec}")
         return source
 
@@ -107,6 +112,8 @@ def check_executables(kinds: list[str]) -> list[str]:
     if not kinds:
         raise PlanError("no executable given (e.g. --executable twin,sim)")
     for kind in kinds:
+        if kind == "remote":
+            raise PlanError("executable 'remote' needs its address: remote=http://HOST:PORT")
         if kind.split("=", 1)[0] not in KINDS:
             raise PlanError(
                 f"unknown executable {kind!r}; choose from {', '.join(KINDS)} "
@@ -131,6 +138,10 @@ def plan(
     jobs = []
     for model in models:
         dataset = data or model.card.get("data", "digits")
+        if dataset not in available_datasets():
+            raise PlanError(
+                f"unknown data set {dataset!r}; choose one of {', '.join(available_datasets())}"
+            )
         for entry in grid.entries:
             white = issubclass(attack_class(entry.attack), _white_box())
             for seed in grid.seeds:
@@ -265,8 +276,8 @@ def run_job(payload: dict[str, Any]) -> list[dict[str, Any]]:
     for cell in payload["cells"]:
         result = by_iteration[cell["iterations"]][cell["side"]]
         e = cell["eps_index"]
-        rows = result.records()
-        rows = [r for r in rows if r["eps"] == float(result.epsilons[e])]
+        n = result.n
+        rows = result.records()[e * n : (e + 1) * n]  # records() is ε-major
         examples = {k: [r[k] for r in rows] for k in rows[0]} if rows else {}
         examples.pop("eps", None)
         summary = result.summary()[e]

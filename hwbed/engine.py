@@ -162,7 +162,7 @@ def run_jobs(
     before anything runs.
     """
     jobs = list(jobs)
-    _validate(jobs, workers, cluster, retries)
+    validate(jobs, workers, cluster, retries)
     t0 = time.perf_counter()
     finished = set(store.keys("ok"))
     todo = [job for job in jobs if not finished.issuperset(job.cells)]
@@ -190,7 +190,8 @@ def run_jobs(
     return report
 
 
-def _validate(jobs: list[Job], workers: int, cluster: str | None, retries: int) -> None:
+def validate(jobs: list[Job], workers: int, cluster: str | None, retries: int) -> None:
+    """Every check :func:`run_jobs` makes before it starts (also for dry runs)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise EngineError(f"workers must be an integer >= 1, got {workers!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:

@@ -120,14 +120,15 @@ def load_grid(
     path = Path(path)
     if not path.is_file():
         raise GridError(f"{path}: no such grid file")
-    text = path.read_text()
     try:
+        text = path.read_text()
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as err:
+    except (ValueError, tomllib.TOMLDecodeError) as err:  # UnicodeDecodeError included
         raise GridError(
             f"{path}: not valid {path.suffix.lstrip('.').upper() or 'TOML'}: {err}"
         ) from None
-    data.setdefault("name", path.stem)
+    if isinstance(data, dict):
+        data.setdefault("name", path.stem)
     grid = parse_grid(data, str(path))
     if images is not None:
         if images <= 0:
@@ -138,6 +139,8 @@ def load_grid(
 
 def parse_grid(data: dict[str, Any], where: str = "grid") -> Grid:
     """Check a grid dict and expand its parameter axes into :class:`AttackEntry` rows."""
+    if not isinstance(data, dict):
+        raise GridError(f"{where}: a grid is a table of keys, got {type(data).__name__}")
     _keys(data, GRID_KEYS, where)
     attacks = data.get("attacks")
     if not isinstance(attacks, list) or not attacks:
@@ -190,7 +193,8 @@ def _entries(table: Any, where: str) -> list[AttackEntry]:
         not isinstance(eps, list)
         or not eps
         or not all(
-            e is None or (isinstance(e, (int, float)) and not isinstance(e, bool) and e >= 0)
+            (e is None and not cls.bounded)
+            or (isinstance(e, (int, float)) and not isinstance(e, bool) and e >= 0)
             for e in eps
         )
     ):
@@ -211,7 +215,17 @@ def _entries(table: Any, where: str) -> list[AttackEntry]:
     params = table.get("params", {})
     if not isinstance(params, dict):
         raise GridError(f"{where}: 'params' must be a table")
+    if len(set(eps)) != len(eps):
+        raise GridError(f"{where}: 'epsilons' lists a value twice: {eps!r}")
+    if "norm" in params:
+        raise GridError(f"{where}: give 'norm' beside 'attack', not in 'params'")
+    step_key = ITERATION_PARAM.get(name)
+    if iterations is not None and step_key in params:
+        raise GridError(f"{where}: params.{step_key} and 'iterations' both set {step_key}")
     axes = {k: v if isinstance(v, list) else [v] for k, v in params.items()}
+    for k, values in axes.items():
+        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise GridError(f"{where}: params.{k} lists a value twice: {values!r}")
     out = []
     for combo in itertools.product(*axes.values()):
         entry = AttackEntry(

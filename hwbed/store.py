@@ -156,15 +156,21 @@ class Store:
                     "empty; give a new or empty folder"
                 )
             if not busy:
-                self.path.mkdir(parents=True, exist_ok=True)
                 info = {
                     "schema": SCHEMA,
                     "hwbed": hwbed_version(),
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 }
-                _atomic_write(self.path, "store.json", json.dumps(info, indent=1) + "\n")
+                try:
+                    self.path.mkdir(parents=True, exist_ok=True)
+                    _atomic_write(self.path, "store.json", json.dumps(info, indent=1) + "\n")
+                except OSError as err:
+                    raise StoreError(f"{self.path}: cannot create the store: {err}") from None
         self.info = self._check(meta)
-        self.cells.mkdir(exist_ok=True)
+        try:
+            self.cells.mkdir(exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"{self.path}: cannot write the store: {err}") from None
 
     def _check(self, meta: Path) -> dict[str, Any]:
         try:

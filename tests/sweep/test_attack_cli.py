@@ -120,6 +120,10 @@ def test_grid_errors_name_the_key_and_the_choices(data, match):
 
 
 def test_bad_input_is_one_line_and_touches_nothing(capsys, tmp_path, ckpt, grid_file):
+    bad_bytes = tmp_path / "bytes.toml"
+    bad_bytes.write_bytes(b"\xff\xfe name = 1")
+    list_json = tmp_path / "list.json"
+    list_json.write_text("[1, 2]")
     cases = [
         (["--preset", "nope"], "unknown preset 'nope'; choose one of breakingbed-cifar"),
         (["--build", tmp_path / "missing"], "no such build folder"),
@@ -127,6 +131,13 @@ def test_bad_input_is_one_line_and_touches_nothing(capsys, tmp_path, ckpt, grid_
         (["--checkpoint", ckpt, "--grid", tmp_path / "none.toml"], "no such grid file"),
         (["--model", "resnet20"], "give --checkpoint"),
         (["--checkpoint", ckpt, "--model", "resnet20"], "holds a resnet20-xnor network"),
+        (["--checkpoint", ckpt, "--model", "foo"], "--model 'foo'"),
+        (["--checkpoint", ckpt, "--data", "nosuch"], "unknown data set 'nosuch'"),
+        (["--checkpoint", ckpt, "--executable", "remote"], "needs its address"),
+        (["--checkpoint", ckpt, "--cluster", "nonsense", "--dry-run"], "cluster 'nonsense'"),
+        (["--checkpoint", ckpt, "--retries", "-1", "--dry-run"], "retries must be"),
+        (["--checkpoint", ckpt, "--grid", bad_bytes], "not valid TOML"),
+        (["--checkpoint", ckpt, "--grid", list_json], "a grid is a table"),
     ]
     for argv, match in cases:
         code, out, err = _run(capsys, *argv, "--store", tmp_path / "s")
@@ -139,6 +150,10 @@ def test_bad_input_is_one_line_and_touches_nothing(capsys, tmp_path, ckpt, grid_
     code, _, err = _run(capsys, "--checkpoint", ckpt, "--grid", grid_file, "--store", store)
     assert code == 2 and "schema" in err and str(store) in err
     assert sorted(p.name for p in store.iterdir()) == ["store.json"]
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    code, _, err = _run(capsys, "--checkpoint", ckpt, "--grid", grid_file, "--store", blocked / "s")
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
 
 
 def test_dry_run_lists_every_cell(capsys, ckpt, grid_file):
