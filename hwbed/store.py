@@ -26,9 +26,10 @@ Why one JSON file per cell (not CSV + JSON, not Parquet):
   restart traces) plus per-example columns; CSV needs two files per cell (or a manifest
   flattened into every row) and typed columns lost on the way (booleans, None, lists).
 - *Readable and diffable* with any editor: the manifest is indented, each list of numbers
-  (so each per-example column) is one line. Non-finite floats (an unsuccessful example's
-  distortion) are written as ``Infinity``/``NaN``, Python's JSON dialect, which :mod:`json`
-  and pandas read back exactly; strict parsers (jq) refuse them.
+  (so each per-example column) is one line. The store writes what it is given: the
+  sweep's cells turn NaN (an unknown distortion) into ``null`` before writing; other
+  non-finite floats would be written as ``Infinity``/``NaN``, Python's JSON dialect, which
+  :mod:`json` and pandas read back exactly and strict parsers (jq) refuse.
 - The cost is one small file per cell and a parse per cell on :func:`load`: about 0.1 ms per
   kilobyte here, seconds for the whole study; convert the DataFrame to Parquet for sharing
   if ever needed (``load(dir).to_parquet``, with pyarrow installed).
