@@ -14,7 +14,9 @@ most ``max_seeds``), each round i = 1..``rounds``:
    [LB, UB] by ±(UB − LB)); perturbations accumulate across rounds (advertorch instead
    resets to the clean image each round, a deviation from the paper);
 4. query Î_i: success when c is not among its top ``k`` labels (k-misclassification; k = 1:
-   misclassified);
+   misclassified). With k > 1 the search stops (and ``first_success`` counts) on
+   k-misclassification, while the result's ``success`` stays top-1 misclassification, so
+   ``success_at`` then understates ``success`` (an image out of the top 1 but in the top k);
 5. P_i = the (2d+1)×(2d+1) squares around the chosen pixels, clipped to the image.
 
 Defaults are the paper's (R 150, t 5, d 5, r 1.5, k 1, and ``exclude`` 30: a pixel CYCLIC
