@@ -2,9 +2,9 @@
 
 An :class:`AttackResult` holds per-example outcomes for each ε of a run ([E, N] arrays), not
 only means, so that reports can take per-example worst cases over attacks and paired
-on-device vs float comparisons. Success follows foolbox 3: an image is a success at ε when
-its adversarial is misclassified (untargeted) or classified as its target (targeted); a
-clean image the model already gets wrong is a success at every ε.
+on-device vs float comparisons. An image is a success at ε when its adversarial is
+misclassified (untargeted) or classified as its target (targeted); untargeted, a clean image
+the model already gets wrong is a success at every ε (robust accuracy as AutoAttack counts).
 """
 
 from __future__ import annotations
