@@ -120,8 +120,12 @@ def _mvau_resources(lut: Callable[[Node], int], dsp: Callable[[Node, str], int])
     def estimate(n: Node, part: str) -> dict[str, Any]:
         bram, uram = _mvau_bram(n), _mvau_uram(n)
         return _res(
-            bram, lut(n), uram, dsp(n, part),
-            _mvau_efficiency(n, bram, 36 * 512), _mvau_efficiency(n, uram, 72 * 4096),
+            bram,
+            lut(n),
+            uram,
+            dsp(n, part),
+            _mvau_efficiency(n, bram, 36 * 512),
+            _mvau_efficiency(n, uram, 72 * 4096),
         )
 
     return estimate
@@ -379,11 +383,13 @@ _CYCLES: dict[str, Callable[[Node], int]] = {
     "GlobalAccPool_hls": lambda n: _pe_cycles(n) + attr(n, "NumChannels") // attr(n, "PE"),
     "ChannelwiseOp_hls": _pe_cycles,
     # FINN DownSampler_hls reads every input pixel: ImgDim^2 * NumChannels / SIMD
-    "DownSampler_hls": lambda n: num_vectors(n) * attr(n, "ImgDim") ** 2
-    * (attr(n, "NumChannels") // attr(n, "SIMD")),
+    "DownSampler_hls": lambda n: (
+        num_vectors(n) * attr(n, "ImgDim") ** 2 * (attr(n, "NumChannels") // attr(n, "SIMD"))
+    ),
     # FINN StreamingConcat_hls emits one output pixel's channels per SIMD lane
-    "StreamingConcat_hls": lambda n: num_vectors(n) * sum(attr(n, "ChannelsPerStream"))
-    // attr(n, "SIMD"),
+    "StreamingConcat_hls": lambda n: (
+        num_vectors(n) * sum(attr(n, "ChannelsPerStream")) // attr(n, "SIMD")
+    ),
     "ChannelPad_hls": _pe_cycles,
 }
 

@@ -195,8 +195,13 @@ def export_onnx(
         try:
             with torch.no_grad(), _ModuleTracker(net) as tracker:
                 torch.onnx.export(
-                    net, (x,), buf, dynamo=False, opset_version=17,
-                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    net,
+                    (x,),
+                    buf,
+                    dynamo=False,
+                    opset_version=17,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
                     dynamic_axes={INPUT_NAME: batch, OUTPUT_NAME: batch},
                 )
         except Exception as exc:
@@ -323,9 +328,11 @@ def _locate_unexportable(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Mod
     calls: list[tuple[str, nn.Module, tuple]] = []
     handles = [
         mod.register_forward_hook(
-            lambda m, a, o, name=name: calls.append((name, m, a))
-            if type(o) is torch.Tensor and all(type(t) is torch.Tensor for t in a)
-            else None
+            lambda m, a, o, name=name: (
+                calls.append((name, m, a))
+                if type(o) is torch.Tensor and all(type(t) is torch.Tensor for t in a)
+                else None
+            )
         )
         for name, mod in net.named_modules()
     ]

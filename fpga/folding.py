@@ -39,8 +39,12 @@ __all__ = [
 _MVAU_OPS = ("MVAU_hls", "MVAU_rtl")
 # ops SetFolding folds by PE up to NumChannels (FINN main)
 _PE_OPS = (
-    "AddStreams_hls", "ChannelwiseOp_hls", "DuplicateStreams_hls", "GlobalAccPool_hls",
-    "Thresholding_hls", "Thresholding_rtl",
+    "AddStreams_hls",
+    "ChannelwiseOp_hls",
+    "DuplicateStreams_hls",
+    "GlobalAccPool_hls",
+    "Thresholding_hls",
+    "Thresholding_rtl",
 )
 _FOLDING_ATTRS = {a for sp in OP_SPECS.values() for a in (*sp.config, *sp.fold)}
 
@@ -339,15 +343,19 @@ def fold_to_fit(
             entries.append((node_cycles(trial), node_resources(trial, part), opt))
         table.append(entries)
     # start from each node's cheapest option (the slowest one among equally cheap ones)
-    choice = [min(range(len(t)), key=lambda j, t=t: (_cost(t[j][1], budget), -t[j][0]))
-              for t in table]
-    total = {k: sum(float(t[c][1][k]) for t, c in zip(table, choice, strict=True))
-             for k in RESOURCE_KEYS}
+    choice = [
+        min(range(len(t)), key=lambda j, t=t: (_cost(t[j][1], budget), -t[j][0])) for t in table
+    ]
+    total = {
+        k: sum(float(t[c][1][k]) for t, c in zip(table, choice, strict=True)) for k in RESOURCE_KEYS
+    }
     if not _fits(total, budget):
-        over = ", ".join(f"{k} {total[k]:g} > {budget[k]:g}" for k in RESOURCE_KEYS
-                         if total[k] > budget[k])
+        over = ", ".join(
+            f"{k} {total[k]:g} > {budget[k]:g}" for k in RESOURCE_KEYS if total[k] > budget[k]
+        )
         raise BudgetExceededError(
-            total, budget,
+            total,
+            budget,
             f"network does not fit {board.name} even fully folded (cheapest folding of every "
             f"layer): needs {over}",
         )

@@ -140,8 +140,10 @@ class OrtRunner:
         )
         inp = self.session.get_inputs()[0]
         self.input_name, self.output_name = inp.name, self.session.get_outputs()[0].name
-        self.batch = max_batch if isinstance(inp.shape[0], str) or inp.shape[0] is None else int(
-            inp.shape[0]
+        self.batch = (
+            max_batch
+            if isinstance(inp.shape[0], str) or inp.shape[0] is None
+            else int(inp.shape[0])
         )
         self.dynamic = self.batch == max_batch and is_dynamic(proto)
 
@@ -232,8 +234,12 @@ class _Rewriter:
         return np.asarray(value, dtype=np.float32)
 
     def _sign_times(self, x: str, scale: str) -> str:
-        sign = self.op("Where", self.op("GreaterOrEqual", x, self.const(0.0)), self.const(1.0),
-                       self.const(-1.0))
+        sign = self.op(
+            "Where",
+            self.op("GreaterOrEqual", x, self.const(0.0)),
+            self.const(1.0),
+            self.const(-1.0),
+        )
         s = self.model.get_initializer(scale)
         return sign if s is not None and np.all(s == 1) else self.op("Mul", sign, scale)
 
@@ -253,8 +259,12 @@ class _Rewriter:
         if has_z:
             y = self.op("Add", y, zeropt)
         if bits == 1 and signed:
-            y = self.op("Where", self.op("GreaterOrEqual", y, self.const(0.0)), self.const(1.0),
-                        self.const(-1.0))
+            y = self.op(
+                "Where",
+                self.op("GreaterOrEqual", y, self.const(0.0)),
+                self.const(1.0),
+                self.const(-1.0),
+            )
         else:
             lo, hi = _int_range(signed, narrow, bits)
             y = self.op("Clip", y, self.const(lo), self.const(hi))

@@ -57,10 +57,20 @@ class _Renderer:
             self.dtypes[name] = dtype
         return name
 
-    def emit(self, op: str, inputs: list[str], out: str, shape: tuple[int, ...], dtype: str | None,
-             domain: str = "", elem: int = TensorProto.FLOAT, **attrs) -> str:
-        self.nodes.append(helper.make_node(op, inputs, [out], name=f"{out}:{op}", domain=domain,
-                                           **attrs))
+    def emit(
+        self,
+        op: str,
+        inputs: list[str],
+        out: str,
+        shape: tuple[int, ...],
+        dtype: str | None,
+        domain: str = "",
+        elem: int = TensorProto.FLOAT,
+        **attrs,
+    ) -> str:
+        self.nodes.append(
+            helper.make_node(op, inputs, [out], name=f"{out}:{op}", domain=domain, **attrs)
+        )
         self.infos[out] = (elem, (self.batch, *shape))
         if dtype:
             self.dtypes[out] = dtype
@@ -75,9 +85,12 @@ class _Renderer:
                 continue
             users = self.g.consumers(node.outputs[0])
             in_type = self.g.tensors[node.inputs[0]].dtype
-            if (len(users) == 1 and users[0].op == "ConvolutionInputGenerator"
-                    and node.outputs[0] != self.g.output
-                    and DataType[in_type.finn].allowed(node.attrs["pad_value"])):
+            if (
+                len(users) == 1
+                and users[0].op == "ConvolutionInputGenerator"
+                and node.outputs[0] != self.g.output
+                and DataType[in_type.finn].allowed(node.attrs["pad_value"])
+            ):
                 fused.add(node.name)
         return fused
 
@@ -89,13 +102,24 @@ class _Renderer:
 
     def thresholds(self, node: Node, x: str, thr: np.ndarray, out: str, shape, dtype: str) -> str:
         if np.abs(thr).max(initial=0) >= FLOAT_EXACT:
-            raise GraphError(f"node {node.name}: field thresholds reaches 2^24, not exact in "
-                             "float32; the QONNX rendering cannot represent it")
+            raise GraphError(
+                f"node {node.name}: field thresholds reaches 2^24, not exact in "
+                "float32; the QONNX rendering cannot represent it"
+            )
         layout = {2: "NC", 3: "NWC", 4: "NHWC"}[len(shape) + 1]
         t = self.const(f"{out}/thresholds", thr.astype(np.float32))
-        return self.emit("MultiThreshold", [x, t], out, shape, dtype, DOMAIN,
-                         out_dtype=dtype, out_scale=float(node.attrs["out_scale"]),
-                         out_bias=float(node.attrs["out_bias"]), data_layout=layout)
+        return self.emit(
+            "MultiThreshold",
+            [x, t],
+            out,
+            shape,
+            dtype,
+            DOMAIN,
+            out_dtype=dtype,
+            out_scale=float(node.attrs["out_scale"]),
+            out_bias=float(node.attrs["out_bias"]),
+            data_layout=layout,
+        )
 
     # -- nodes -------------------------------------------------------------------------------
     def node(self, node: Node) -> None:
@@ -106,16 +130,20 @@ class _Renderer:
         declared = self.shape(out)
         natural = self.natural_shape(node)
         if math.prod(natural) != math.prod(declared):
-            raise GraphError(f"node {node.name}: output {out!r} is declared {declared} but the op "
-                             f"produces {natural}")
+            raise GraphError(
+                f"node {node.name}: output {out!r} is declared {declared} but the op "
+                f"produces {natural}"
+            )
         target = out if natural == declared else f"{out}/natural"
         dtype = self.itype(out)
-        getattr(self, f"r_{node.op}")(node, target, natural,
-                                      None if dtype.kind == "float" else dtype.finn)
+        getattr(self, f"r_{node.op}")(
+            node, target, natural, None if dtype.kind == "float" else dtype.finn
+        )
         if target != out:
             s = self.const(f"{out}/shape", np.array([self.batch, *declared], dtype=np.int64))
-            self.emit("Reshape", [target, s], out, declared,
-                      None if dtype.kind == "float" else dtype.finn)
+            self.emit(
+                "Reshape", [target, s], out, declared, None if dtype.kind == "float" else dtype.finn
+            )
 
     def natural_shape(self, node: Node) -> tuple[int, ...]:
         """Shape of a node's result before the graph relabels it (flattening)."""
@@ -160,29 +188,47 @@ class _Renderer:
             x, pad, value = src.inputs[0], src.attrs["pad"], src.attrs["pad_value"]
             self.dtypes.setdefault(x, self.itype(x).finn)
         k, s = node.attrs["kernel"], node.attrs["stride"]
-        self.emit("Im2Col", [x], out, shape, dtype, DOMAIN, stride=[s, s], kernel_size=[k, k],
-                  input_shape=str((self.batch, *self.shape(x))), pad_amount=[pad] * 4,
-                  pad_value=int(value))
+        self.emit(
+            "Im2Col",
+            [x],
+            out,
+            shape,
+            dtype,
+            DOMAIN,
+            stride=[s, s],
+            kernel_size=[k, k],
+            input_shape=str((self.batch, *self.shape(x))),
+            pad_amount=[pad] * 4,
+            pad_value=int(value),
+        )
 
     def r_MVAU(self, node, out, shape, dtype):
         x, w = node.inputs[0], node.params["weights"]
         in_type = self.itype(x)
         bound = int(np.abs(w).sum(axis=1).max()) * _magnitude(in_type)
         if bound >= FLOAT_EXACT:
-            raise GraphError(f"node {node.name}: proven partial-sum bound {bound} reaches 2^24; "
-                             "a float32 MatMul would not be exact")
+            raise GraphError(
+                f"node {node.name}: proven partial-sum bound {bound} reaches 2^24; "
+                "a float32 MatMul would not be exact"
+            )
         thr = node.params.get("thresholds")
         acc_shape = (*self.shape(x)[:-1], w.shape[0])
-        acc, acc_type = (out, dtype) if thr is None else (f"{out}/acc", node.attrs.get(
-            "acc_type") or IntType.fitting(-bound, bound).finn)
+        acc, acc_type = (
+            (out, dtype)
+            if thr is None
+            else (f"{out}/acc", node.attrs.get("acc_type") or IntType.fitting(-bound, bound).finn)
+        )
         if in_type == BIPOLAR and (np.abs(w) == 1).all():
             self._xnor(x, w, acc, acc_shape, acc_type, thresholded=thr is not None)
             if thr is not None:  # d >= T  <=>  2P - K >= T  <=>  P >= ceil((T + K) / 2)
                 k = w.shape[1]
                 self.thresholds(node, acc, -((-(thr + k)) // 2), out, shape, dtype)
             return
-        wt = self.const(f"{out}/weights", w.T.astype(np.float32), IntType.fitting(
-            int(w.min()), int(w.max())).finn)
+        wt = self.const(
+            f"{out}/weights",
+            w.T.astype(np.float32),
+            IntType.fitting(int(w.min()), int(w.max())).finn,
+        )
         self.emit("MatMul", [x, wt], acc, acc_shape, acc_type)
         if thr is not None:
             self.thresholds(node, acc, thr, out, shape, dtype)
@@ -208,8 +254,17 @@ class _Renderer:
 
     def r_StreamingMaxPool(self, node, out, shape, dtype):
         k = node.attrs["kernel"]
-        self.emit("MaxPoolNHWC", [node.inputs[0]], out, shape, dtype, DOMAIN,
-                  kernel_shape=[k, k], pads=[0, 0, 0, 0], strides=[k, k])
+        self.emit(
+            "MaxPoolNHWC",
+            [node.inputs[0]],
+            out,
+            shape,
+            dtype,
+            DOMAIN,
+            kernel_shape=[k, k],
+            pads=[0, 0, 0, 0],
+            strides=[k, k],
+        )
 
     def r_AddStreams(self, node, out, shape, dtype):
         self.emit("Add", list(node.inputs), out, shape, dtype)
@@ -217,8 +272,10 @@ class _Renderer:
     def r_DownSampler(self, node, out, shape, dtype):
         h, w, _ = self.shape(node.inputs[0])
         s = node.attrs["stride"]
-        args = [self.const(f"{out}/{n}", np.array(v, dtype=np.int64)) for n, v in
-                (("starts", [0, 0]), ("ends", [h, w]), ("axes", [1, 2]), ("steps", [s, s]))]
+        args = [
+            self.const(f"{out}/{n}", np.array(v, dtype=np.int64))
+            for n, v in (("starts", [0, 0]), ("ends", [h, w]), ("axes", [1, 2]), ("steps", [s, s]))
+        ]
         self.emit("Slice", [node.inputs[0], *args], out, shape, dtype)
 
     def r_ChannelPad(self, node, out, shape, dtype):
@@ -236,8 +293,10 @@ class _Renderer:
         x = node.inputs[0]
         bound = node.attrs["positions"] * _magnitude(self.itype(x))
         if bound >= FLOAT_EXACT:
-            raise GraphError(f"node {node.name}: pooled sum bound {bound} reaches 2^24; "
-                             "a float32 ReduceSum would not be exact")
+            raise GraphError(
+                f"node {node.name}: pooled sum bound {bound} reaches 2^24; "
+                "a float32 ReduceSum would not be exact"
+            )
         axes = self.const(f"{out}/axes", np.array([1, 2], dtype=np.int64))
         self.emit("ReduceSum", [x, axes], out, shape, dtype, keepdims=0)
 
@@ -247,14 +306,28 @@ class _Renderer:
         for i, (op, key) in enumerate(ops):
             v = self.const(f"{out}/{key}", node.params[key].astype(np.float32))
             dst = out if i == len(ops) - 1 else f"{out}/{i}"
-            y = self.emit({"mul": "Mul", "add": "Add", "sub": "Sub", "div": "Div"}[op], [y, v],
-                          dst, shape, None)
+            y = self.emit(
+                {"mul": "Mul", "add": "Add", "sub": "Sub", "div": "Div"}[op],
+                [y, v],
+                dst,
+                shape,
+                None,
+            )
 
     def r_LabelSelect(self, node, out, shape, dtype):
         k = self.const(f"{out}/k", np.array([node.attrs["k"]], dtype=np.int64))
         values = f"{out}/values"
-        self.nodes.append(helper.make_node("TopK", [node.inputs[0], k], [values, out],
-                                           name=f"{out}:TopK", axis=-1, largest=1, sorted=1))
+        self.nodes.append(
+            helper.make_node(
+                "TopK",
+                [node.inputs[0], k],
+                [values, out],
+                name=f"{out}:TopK",
+                axis=-1,
+                largest=1,
+                sorted=1,
+            )
+        )
         self.infos[values] = (TensorProto.FLOAT, (self.batch, *shape))
         self.infos[out] = (TensorProto.INT64, (self.batch, *shape))
 
@@ -268,19 +341,32 @@ def to_qonnx(graph: Graph) -> ModelWrapper:
     for node in graph.nodes:
         r.node(node)
     consumed = {t for n in graph.nodes for t in n.inputs}
-    outs = [graph.output] + [t for n in graph.nodes for t in n.outputs
-                             if t not in consumed and t != graph.output]
-    vi = {name: helper.make_tensor_value_info(name, elem, list(shape))
-          for name, (elem, shape) in r.infos.items()}
+    outs = [graph.output] + [
+        t for n in graph.nodes for t in n.outputs if t not in consumed and t != graph.output
+    ]
+    vi = {
+        name: helper.make_tensor_value_info(name, elem, list(shape))
+        for name, (elem, shape) in r.infos.items()
+    }
     onnx_graph = helper.make_graph(
-        r.nodes, graph.meta.get("model", "hwbed"),
-        [helper.make_tensor_value_info(graph.input, TensorProto.FLOAT,
-                                       [batch, *graph.tensors[graph.input].shape])],
-        [vi[t] for t in outs], r.inits,
-        value_info=[v for name, v in vi.items() if name not in outs])
-    model = ModelWrapper(helper.make_model(
-        onnx_graph, producer_name="hwbed",
-        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, 1)]))
+        r.nodes,
+        graph.meta.get("model", "hwbed"),
+        [
+            helper.make_tensor_value_info(
+                graph.input, TensorProto.FLOAT, [batch, *graph.tensors[graph.input].shape]
+            )
+        ],
+        [vi[t] for t in outs],
+        r.inits,
+        value_info=[v for name, v in vi.items() if name not in outs],
+    )
+    model = ModelWrapper(
+        helper.make_model(
+            onnx_graph,
+            producer_name="hwbed",
+            opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, 1)],
+        )
+    )
     for name, dtype in r.dtypes.items():
         model.set_tensor_datatype(name, DataType[dtype])
     return model
@@ -295,19 +381,25 @@ def run_qonnx_render(graph: Graph, pixels: np.ndarray, keep: bool = False) -> np
     """
     expect = graph.tensors[graph.input].shape
     if pixels.ndim != 1 + len(expect) or tuple(pixels.shape[1:]) != tuple(expect):
-        raise GraphError(f"input shape {tuple(pixels.shape)} does not match the graph's "
-                         f"[N, {', '.join(map(str, expect))}]")
+        raise GraphError(
+            f"input shape {tuple(pixels.shape)} does not match the graph's "
+            f"[N, {', '.join(map(str, expect))}]"
+        )
     model = to_qonnx(graph)
     runs = []
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="The values of tensor")
         for image in pixels.astype(np.float32):
             try:
-                runs.append(execute_onnx(model, {graph.input: image[None]},
-                                         return_full_exec_context=keep))
+                runs.append(
+                    execute_onnx(model, {graph.input: image[None]}, return_full_exec_context=keep)
+                )
             except UserWarning as err:
                 raise GraphError(f"QONNX execution: {err}") from err
     if keep:
-        return {name: np.concatenate([r[name] for r in runs]) for name in graph.tensors
-                if name in runs[0]}
+        return {
+            name: np.concatenate([r[name] for r in runs])
+            for name in graph.tensors
+            if name in runs[0]
+        }
     return np.concatenate([r[graph.output] for r in runs]).astype(np.float32)

@@ -257,8 +257,16 @@ _CONTROLS = ("opmode", "alumode", "inmode", "carryinsel")
 
 def port_widths(family: Family) -> dict[str, int]:
     """Widths of the data ports and of P (the register fed back)."""
-    return {"a": 30, "b": 18, "c": 48, "d": family.amult_bits, "pcin": 48, "carryin": 1,
-            "carrycascin": 1, "p": 48}
+    return {
+        "a": 30,
+        "b": 18,
+        "c": 48,
+        "d": family.amult_bits,
+        "pcin": 48,
+        "carryin": 1,
+        "carrycascin": 1,
+        "p": 48,
+    }
 
 
 def to_signed(bits: np.ndarray | int, width: int) -> np.ndarray:
@@ -344,8 +352,9 @@ def _sra17(v: np.ndarray) -> np.ndarray:
     return (to_signed(v, P_BITS) >> 17) & P_MASK
 
 
-def _compute(config: SliceConfig, s: dict[str, np.ndarray], p: np.ndarray,
-             counter: OpCount | None) -> SliceResult:
+def _compute(
+    config: SliceConfig, s: dict[str, np.ndarray], p: np.ndarray, counter: OpCount | None
+) -> SliceResult:
     """One clock edge on prepared inputs ``s`` (same shapes) and current P bits ``p``."""
     fam = config.family
     am = fam.amult_bits
@@ -365,17 +374,31 @@ def _compute(config: SliceConfig, s: dict[str, np.ndarray], p: np.ndarray,
     x = np.select([xs == XSel.M, xs == XSel.P, xs == XSel.AB], [m, p, a << 18 | b], 0)
     y = np.select([ys == YSel.ONES, ys == YSel.C], [P_MASK, c], 0)
     z = np.select(
-        [zs == ZSel.PCIN, (zs == ZSel.P) | (zs == ZSel.P_MACC), zs == ZSel.C,
-         zs == ZSel.PCIN_SHR17, zs == ZSel.P_SHR17],
-        [s["pcin"], p, c, _sra17(s["pcin"]), _sra17(p)], 0)
+        [
+            zs == ZSel.PCIN,
+            (zs == ZSel.P) | (zs == ZSel.P_MACC),
+            zs == ZSel.C,
+            zs == ZSel.PCIN_SHR17,
+            zs == ZSel.P_SHR17,
+        ],
+        [s["pcin"], p, c, _sra17(s["pcin"]), _sra17(p)],
+        0,
+    )
     w = np.select([ws == WSel.P, ws == WSel.RND, ws == WSel.C], [p, config.rnd, c], 0)
 
     p47, pcin47 = p >> 47 & 1, s["pcin"] >> 47 & 1
     cin = np.select(
         [cis == 0b001, cis == 0b010, cis == 0b011, cis == 0b101, cis == 0b110, cis == 0b111],
-        [1 - pcin47, s["carrycascin"], pcin47, 1 - p47,
-         ((a_mult < 0) == (b_mult < 0)).astype(np.int64), p47],
-        s["carryin"])
+        [
+            1 - pcin47,
+            s["carrycascin"],
+            pcin47,
+            1 - p47,
+            ((a_mult < 0) == (b_mult < 0)).astype(np.int64),
+            p47,
+        ],
+        s["carryin"],
+    )
 
     # Arithmetic: per lane, T = Z' + W + X + Y + CIN (CIN into lane 0 only), Z' = ~Z for
     # ALUMODE[0]; P lane = T mod 2**w, inverted for ALUMODE[1]; CARRYOUT = bit w of T,
@@ -418,17 +441,42 @@ def _compute(config: SliceConfig, s: dict[str, np.ndarray], p: np.ndarray,
     return SliceResult(to_signed(out, P_BITS), carry & valid, valid, pd, pbd)
 
 
-def step(config: SliceConfig, *, opmode, alumode=0, inmode=0, carryinsel=0, a=0, b=0, c=0,
-         d=0, pcin=0, carryin=0, carrycascin=0, p=0,
-         counter: OpCount | None = None) -> SliceResult:
+def step(
+    config: SliceConfig,
+    *,
+    opmode,
+    alumode=0,
+    inmode=0,
+    carryinsel=0,
+    a=0,
+    b=0,
+    c=0,
+    d=0,
+    pcin=0,
+    carryin=0,
+    carrycascin=0,
+    p=0,
+    counter: OpCount | None = None,
+) -> SliceResult:
     """One slice operation: the value P takes at the next clock edge.
 
     All arguments broadcast together (element-wise independent slices); controls may vary per
     element.  ``p`` is the current P register (feedback for X/Z/W = P and CARRYINSEL 101/111).
     ``counter`` is incremented by the number of slice operations per kind.
     """
-    kwargs = dict(opmode=opmode, alumode=alumode, inmode=inmode, carryinsel=carryinsel, a=a,
-                  b=b, c=c, d=d, pcin=pcin, carryin=carryin, carrycascin=carrycascin)
+    kwargs = dict(
+        opmode=opmode,
+        alumode=alumode,
+        inmode=inmode,
+        carryinsel=carryinsel,
+        a=a,
+        b=b,
+        c=c,
+        d=d,
+        pcin=pcin,
+        carryin=carryin,
+        carrycascin=carrycascin,
+    )
     s = _prepare(config, kwargs)
     shape = s["opmode"].shape
     pb = np.broadcast_to(_port("p", p, P_BITS), shape)
@@ -447,15 +495,40 @@ class ChainResult:
     count: OpCount = field(default_factory=OpCount)
 
 
-def run_chain(config: SliceConfig, *, opmode, alumode=0, inmode=0, carryinsel=0, a=0, b=0,
-              c=0, d=0, pcin=0, carryin=0, carrycascin=0, p0=0) -> ChainResult:
+def run_chain(
+    config: SliceConfig,
+    *,
+    opmode,
+    alumode=0,
+    inmode=0,
+    carryinsel=0,
+    a=0,
+    b=0,
+    c=0,
+    d=0,
+    pcin=0,
+    carryin=0,
+    carrycascin=0,
+    p0=0,
+) -> ChainResult:
     """Clock a slice (or an array of independent slices) through T cycles with P feedback.
 
     Inputs broadcast to a common shape ``(T, ...)``; axis 0 is time.  ``p0`` (shape ``...``)
     is P before the first edge (0 after reset).  Returns P and the flags after every edge.
     """
-    kwargs = dict(opmode=opmode, alumode=alumode, inmode=inmode, carryinsel=carryinsel, a=a,
-                  b=b, c=c, d=d, pcin=pcin, carryin=carryin, carrycascin=carrycascin)
+    kwargs = dict(
+        opmode=opmode,
+        alumode=alumode,
+        inmode=inmode,
+        carryinsel=carryinsel,
+        a=a,
+        b=b,
+        c=c,
+        d=d,
+        pcin=pcin,
+        carryin=carryin,
+        carrycascin=carrycascin,
+    )
     s = _prepare(config, kwargs)
     shape = s["opmode"].shape
     if not shape:
@@ -467,18 +540,24 @@ def run_chain(config: SliceConfig, *, opmode, alumode=0, inmode=0, carryinsel=0,
         r = _compute(config, {k: v[t, ...] for k, v in s.items()}, p, count)
         p = r.p_bits
         outs.append(r)
-    return ChainResult(*(np.stack([getattr(r, f) for r in outs]) for f in
-                         ("p", "carryout", "carryout_valid", "patterndetect", "patternbdetect")),
-                       count=count)
+    return ChainResult(
+        *(
+            np.stack([getattr(r, f) for r in outs])
+            for f in ("p", "carryout", "carryout_valid", "patterndetect", "patternbdetect")
+        ),
+        count=count,
+    )
 
 
-def accumulate(config: SliceConfig, a, b, *, d=0, inmode=INMODE_A, alumode=AluMode.ADD,
-               carryin=0, p0=0) -> np.ndarray:
+def accumulate(
+    config: SliceConfig, a, b, *, d=0, inmode=INMODE_A, alumode=AluMode.ADD, carryin=0, p0=0
+) -> np.ndarray:
     """Multiply-accumulate chain P <- P +/- (A*B or (D+-A)*B) + CIN over axis 0 of the inputs.
 
     OPMODE is 0x25 (X=Y=M, Z=P) every cycle, starting from P = ``p0``; returns the final P
     (signed int64, wrapped modulo 2**48).
     """
     z_p = opmode(XSel.M, YSel.M, ZSel.P)
-    return run_chain(config, opmode=z_p, alumode=alumode, inmode=inmode, a=a, b=b, d=d,
-                     carryin=carryin, p0=p0).p[-1]
+    return run_chain(
+        config, opmode=z_p, alumode=alumode, inmode=inmode, a=a, b=b, d=d, carryin=carryin, p0=p0
+    ).p[-1]

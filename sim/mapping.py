@@ -98,8 +98,12 @@ class MvauPlan:
             return _signed_bits(-self.chain_bound, self.chain_bound)
         if self.kind == "packed_int8":
             pk = self.packing
-            whole = [(a * (1 << pk.shift) + b) * c for a in pk.a_range for b in pk.b_range
-                     for c in pk.c_range]
+            whole = [
+                (a * (1 << pk.shift) + b) * c
+                for a in pk.a_range
+                for b in pk.b_range
+                for c in pk.c_range
+            ]
             k = min(pk.max_depth, self.mw)
             return _signed_bits(k * min(whole), k * max(whole))
         return None
@@ -145,8 +149,10 @@ def abc_binary_weights(node: Node) -> np.ndarray:
     bases, coeffs = node.params["bases"].astype(np.int64), node.params["coeffs"]
     m, cout, cin, k, _ = bases.shape
     if coeffs.shape != tuple(node.attrs["abc"]) or coeffs.shape[0] != m:
-        raise MappingError(f"node {node.name}: coeffs {coeffs.shape} do not match abc "
-                           f"{node.attrs['abc']} and bases {bases.shape}")
+        raise MappingError(
+            f"node {node.name}: coeffs {coeffs.shape} do not match abc "
+            f"{node.attrs['abc']} and bases {bases.shape}"
+        )
     if not np.isin(bases, (-1, 1)).all():
         raise MappingError(f"node {node.name}: ABC weight bases are not all +/-1")
     w = np.einsum("mn,mocij->oijnc", coeffs, bases).reshape(cout, -1)
@@ -166,13 +172,22 @@ def plan_mvau(graph: Graph, node: Node, family: Family, pack_int8: bool = True) 
     else:
         lo = int(np.where(w > 0, w * act[0], w * act[1]).sum(axis=1).min())
         hi = int(np.where(w > 0, w * act[1], w * act[0]).sum(axis=1).max())
-    base = dict(mw=int(a["MW"]), mh=int(a["MH"]), vectors=_vectors(graph, node), act_range=act,
-                weight_range=wr, acc_min=lo, acc_max=hi)
+    base = dict(
+        mw=int(a["MW"]),
+        mh=int(a["MH"]),
+        vectors=_vectors(graph, node),
+        act_range=act,
+        weight_range=wr,
+        acc_min=lo,
+        acc_max=hi,
+    )
     amult = family.amult_bits
     if a.get("binary"):
         if in_type not in (BIPOLAR, TERNARY) or not np.isin(w, (-1, 1)).all():
-            raise MappingError(f"node {node.name}: marked binary but its weights are not +/-1 "
-                               f"or its input {in_type} is not BIPOLAR/TERNARY")
+            raise MappingError(
+                f"node {node.name}: marked binary but its weights are not +/-1 "
+                f"or its input {in_type} is not BIPOLAR/TERNARY"
+            )
         return MvauPlan("xnor", **base)
     if "abc" in a:
         if in_type not in (BIPOLAR, TERNARY):
@@ -181,11 +196,19 @@ def plan_mvau(graph: Graph, node: Node, family: Family, pack_int8: bool = True) 
         coeffs = node.params["coeffs"]
         crange = (int(coeffs.min()), int(coeffs.max()))
         taps = bw.shape[2]
-        plan = MvauPlan("abc", **base, m=bw.shape[0], n=int(a["abc"][1]), taps=taps,
-                        chain_bound=int(np.abs(coeffs).sum()) * taps)
+        plan = MvauPlan(
+            "abc",
+            **base,
+            m=bw.shape[0],
+            n=int(a["abc"][1]),
+            taps=taps,
+            chain_bound=int(np.abs(coeffs).sum()) * taps,
+        )
         if not _fits(crange, amult) or not _fits((-taps, taps), B_BITS):
-            raise MappingError(f"node {node.name}: ABC coefficients {list(crange)} or dot range "
-                               f"+/-{taps} exceed the A ({amult}-bit) / B (18-bit) ports")
+            raise MappingError(
+                f"node {node.name}: ABC coefficients {list(crange)} or dot range "
+                f"+/-{taps} exceed the A ({amult}-bit) / B (18-bit) ports"
+            )
         return _checked(plan, node)
     note = ""
     if pack_int8:
@@ -201,9 +224,11 @@ def plan_mvau(graph: Graph, node: Node, family: Family, pack_int8: bool = True) 
         return _checked(MvauPlan("mac", **base, note=note), node)
     if _fits(act, amult) and _fits(wr, B_BITS):
         return _checked(MvauPlan("mac", **base, swap=True, note=note), node)
-    raise MappingError(f"node {node.name}: activations {list(act)} and weights {list(wr)} do not "
-                       f"fit the {amult}x18 multiplier either way; wide-operand splitting is "
-                       "not implemented")
+    raise MappingError(
+        f"node {node.name}: activations {list(act)} and weights {list(wr)} do not "
+        f"fit the {amult}x18 multiplier either way; wide-operand splitting is "
+        "not implemented"
+    )
 
 
 def _checked(plan: MvauPlan, node: Node) -> MvauPlan:
@@ -211,7 +236,8 @@ def _checked(plan: MvauPlan, node: Node) -> MvauPlan:
         raise MappingError(
             f"node {node.name}: the {plan.kind} chain needs {plan.p_bits_used} bits of P "
             f"(proven accumulator range {plan.acc_min}..{plan.acc_max}), more than the "
-            f"{P_BITS}-bit P register; split the reduction")
+            f"{P_BITS}-bit P register; split the reduction"
+        )
     return plan
 
 
@@ -248,10 +274,22 @@ def _thresholds_compares(node: Node, vectors: int, channels: int) -> int:
 
 
 def _entry(op: str, kind: str, **kw) -> dict:
-    entry = {"op": op, "kind": kind, "PE": None, "SIMD": None, "ops": asdict(OpCount()),
-             "slices": 0, "cycles": None, "dsp_cycles": None, "acc_bits": None,
-             "p_bits_used": None, "headroom_bits": None,
-             "lut": {"popcount_bits": 0, "compare": 0, "add": 0}, "packing": None, "note": ""}
+    entry = {
+        "op": op,
+        "kind": kind,
+        "PE": None,
+        "SIMD": None,
+        "ops": asdict(OpCount()),
+        "slices": 0,
+        "cycles": None,
+        "dsp_cycles": None,
+        "acc_bits": None,
+        "p_bits_used": None,
+        "headroom_bits": None,
+        "lut": {"popcount_bits": 0, "compare": 0, "add": 0},
+        "packing": None,
+        "note": "",
+    }
     entry.update(kw)
     entry["ops"]["total"] = sum(entry["ops"].values())
     return entry
@@ -271,28 +309,47 @@ def _mvau_entry(graph: Graph, node: Node, family: Family, folding, pack_int8) ->
         slices = {"packed_int8": math.ceil(pe / 2) * simd}
     else:
         slices = {"mac": pe * simd}
-    lut = {"popcount_bits": 0, "compare": _thresholds_compares(node, plan.vectors, plan.mh),
-           "add": 0}
+    lut = {
+        "popcount_bits": 0,
+        "compare": _thresholds_compares(node, plan.vectors, plan.mh),
+        "add": 0,
+    }
     if plan.kind in ("xnor", "abc"):
-        lut["popcount_bits"] = (plan.m * plan.n * plan.taps if plan.kind == "abc" else plan.mw) \
-            * plan.mh * plan.vectors
+        lut["popcount_bits"] = (
+            (plan.m * plan.n * plan.taps if plan.kind == "abc" else plan.mw)
+            * plan.mh
+            * plan.vectors
+        )
     packing = None
     if plan.packing is not None:
-        packing = {"shift": plan.packing.shift, "max_depth": plan.packing.max_depth,
-                   "chains": plan.chains}
+        packing = {
+            "shift": plan.packing.shift,
+            "max_depth": plan.packing.max_depth,
+            "chains": plan.chains,
+        }
         lut["add"] = 2 * math.ceil(plan.mh / 2) * plan.chains * plan.vectors
     used = plan.p_bits_used
     return _entry(
-        "MVAU", plan.kind, PE=pe, SIMD=simd, ops=asdict(ops), slices=sum(slices.values()),
+        "MVAU",
+        plan.kind,
+        PE=pe,
+        SIMD=simd,
+        ops=asdict(ops),
+        slices=sum(slices.values()),
         cycles=plan.mw // simd * (plan.mh // pe) * plan.vectors,
         dsp_cycles=max(math.ceil(getattr(ops, k) / s) for k, s in slices.items()),
-        acc_bits=plan.acc_bits, p_bits_used=used,
-        headroom_bits=None if used is None else P_BITS - used, lut=lut, packing=packing,
-        note=plan.note)
+        acc_bits=plan.acc_bits,
+        p_bits_used=used,
+        headroom_bits=None if used is None else P_BITS - used,
+        lut=lut,
+        packing=packing,
+        note=plan.note,
+    )
 
 
-def dsp_report(graph: Graph, family: Family = Family.E1, folding: dict | None = None,
-               pack_int8: bool = True) -> dict[str, dict]:
+def dsp_report(
+    graph: Graph, family: Family = Family.E1, folding: dict | None = None, pack_int8: bool = True
+) -> dict[str, dict]:
     """Per-node slice mapping of ``graph`` (analysis pass: pure, returns a dict by node name).
 
     Each entry: op, kind, PE, SIMD, ops (OpCount fields and total, per image), slices
@@ -316,26 +373,44 @@ def dsp_report(graph: Graph, family: Family = Family.E1, folding: dict | None = 
             ops = OpCount(add=math.ceil(channels / simd.lanes) * vectors)
             slices = math.ceil(pe / simd.lanes)
             report[node.name] = _entry(
-                "AddStreams", f"simd_add_{simd.name}", PE=pe, ops=asdict(ops), slices=slices,
-                cycles=channels // pe * vectors, dsp_cycles=math.ceil(ops.add / slices),
-                p_bits_used=used, headroom_bits=simd.width - used,
-                note=f"{simd.lanes} lanes of {simd.width} bits per slice")
+                "AddStreams",
+                f"simd_add_{simd.name}",
+                PE=pe,
+                ops=asdict(ops),
+                slices=slices,
+                cycles=channels // pe * vectors,
+                dsp_cycles=math.ceil(ops.add / slices),
+                p_bits_used=used,
+                headroom_bits=simd.width - used,
+                note=f"{simd.lanes} lanes of {simd.width} bits per slice",
+            )
         elif node.op == "Thresholding":
             pe = _fold(node, folding, {"PE": channels})["PE"]
             report[node.name] = _entry(
-                "Thresholding", "lut_compare", PE=pe, cycles=channels // pe * vectors,
-                lut={"popcount_bits": 0, "compare": _thresholds_compares(node, vectors, channels),
-                     "add": 0})
+                "Thresholding",
+                "lut_compare",
+                PE=pe,
+                cycles=channels // pe * vectors,
+                lut={
+                    "popcount_bits": 0,
+                    "compare": _thresholds_compares(node, vectors, channels),
+                    "add": 0,
+                },
+            )
         elif node.op == "StreamingMaxPool":
             out = graph.tensors[node.outputs[0]].shape
             k = node.attrs["kernel"]
             report[node.name] = _entry(
-                node.op, "lut_compare",
-                lut={"popcount_bits": 0, "compare": math.prod(out) * (k * k - 1), "add": 0})
+                node.op,
+                "lut_compare",
+                lut={"popcount_bits": 0, "compare": math.prod(out) * (k * k - 1), "add": 0},
+            )
         elif node.op == "GlobalAccPool":
-            report[node.name] = _entry(node.op, "fabric_add",
-                                       lut={"popcount_bits": 0, "compare": 0,
-                                            "add": vectors * channels})
+            report[node.name] = _entry(
+                node.op,
+                "fabric_add",
+                lut={"popcount_bits": 0, "compare": 0, "add": vectors * channels},
+            )
         elif node.op == "Affine":
             report[node.name] = _entry(node.op, "float", note="float32 logits, not on slices")
         else:
@@ -347,32 +422,66 @@ def report_totals(report: dict[str, dict]) -> dict:
     """Sums over a :func:`dsp_report`: ops by kind, slices, LUT work, the bottleneck node
     (largest cycles) and the smallest P headroom."""
     ops = {k: sum(e["ops"][k] for e in report.values()) for k in (*asdict(OpCount()), "total")}
-    lut = {k: sum(e["lut"][k] for e in report.values())
-           for k in ("popcount_bits", "compare", "add")}
+    lut = {
+        k: sum(e["lut"][k] for e in report.values()) for k in ("popcount_bits", "compare", "add")
+    }
     timed = {name: e["cycles"] for name, e in report.items() if e["cycles"] is not None}
-    heads = {name: e["headroom_bits"] for name, e in report.items()
-             if e["headroom_bits"] is not None}
+    heads = {
+        name: e["headroom_bits"] for name, e in report.items() if e["headroom_bits"] is not None
+    }
     bottleneck = max(timed, key=timed.get) if timed else None
     tightest = min(heads, key=heads.get) if heads else None
-    return {"ops": ops, "slices": sum(e["slices"] for e in report.values()), "lut": lut,
-            "bottleneck": bottleneck, "bottleneck_cycles": timed.get(bottleneck),
-            "min_headroom_node": tightest, "min_headroom_bits": heads.get(tightest)}
+    return {
+        "ops": ops,
+        "slices": sum(e["slices"] for e in report.values()),
+        "lut": lut,
+        "bottleneck": bottleneck,
+        "bottleneck_cycles": timed.get(bottleneck),
+        "min_headroom_node": tightest,
+        "min_headroom_bits": heads.get(tightest),
+    }
 
 
 def format_report(report: dict[str, dict]) -> str:
     """A plain-text table of the DSP-mapped nodes of a :func:`dsp_report`."""
-    head = ("node", "kind", "mac", "pk8", "logic", "add", "slices", "cycles", "dsp_cyc", "P bits",
-            "headroom")
+    head = (
+        "node",
+        "kind",
+        "mac",
+        "pk8",
+        "logic",
+        "add",
+        "slices",
+        "cycles",
+        "dsp_cyc",
+        "P bits",
+        "headroom",
+    )
     rows = [head]
     for name, e in report.items():
         if e["ops"]["total"] == 0:
             continue
         o = e["ops"]
-        rows.append((name, e["kind"], o["mac"], o["packed_int8"], o["logic"], o["add"],
-                     e["slices"], e["cycles"], e["dsp_cycles"],
-                     "-" if e["p_bits_used"] is None else e["p_bits_used"],
-                     "-" if e["headroom_bits"] is None else e["headroom_bits"]))
+        rows.append(
+            (
+                name,
+                e["kind"],
+                o["mac"],
+                o["packed_int8"],
+                o["logic"],
+                o["add"],
+                e["slices"],
+                e["cycles"],
+                e["dsp_cycles"],
+                "-" if e["p_bits_used"] is None else e["p_bits_used"],
+                "-" if e["headroom_bits"] is None else e["headroom_bits"],
+            )
+        )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
-    return "\n".join("  ".join(str(v).rjust(w) if i > 1 else str(v).ljust(w)
-                               for i, (v, w) in enumerate(zip(r, widths, strict=True)))
-                     for r in rows)
+    return "\n".join(
+        "  ".join(
+            str(v).rjust(w) if i > 1 else str(v).ljust(w)
+            for i, (v, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    )

@@ -62,7 +62,8 @@ class Int8Packing:
             if not -(1 << (w - 1)) <= packed < 1 << (w - 1):
                 raise ValueError(
                     f"pre-adder overflow on {self.family.name}: a={a}, b={b} gives {packed}, "
-                    f"outside the signed {w}-bit range; narrow a_range or b_range")
+                    f"outside the signed {w}-bit range; narrow a_range or b_range"
+                )
         for name, port, bits in (("b_range", "D", w), ("c_range", "B", 18)):
             lo, hi = getattr(self, name)
             if lo < -(1 << (bits - 1)) or hi >= 1 << (bits - 1):
@@ -118,7 +119,8 @@ class Int8Packing:
         if k > self.max_depth:
             raise ValueError(
                 f"packed chain of depth {k} exceeds max_depth={self.max_depth}: the low field "
-                "could overflow into the high one; drain earlier (dot_drained)")
+                "could overflow into the high one; drain earlier (dot_drained)"
+            )
         a_port, d_port = self.pack(a, b)
         c = _in_range("c", c, self.c_range)
         p = accumulate(self.config, a_port, c, d=d_port, inmode=INMODE_D_PLUS_A)
@@ -126,8 +128,7 @@ class Int8Packing:
             counter.packed_int8 += a.size
         return self.unpack(p)
 
-    def dot_drained(self, a, b, c,
-                    counter: OpCount | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def dot_drained(self, a, b, c, counter: OpCount | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`dot` over any K: chains of at most max_depth, summed in (int64) fabric."""
         a, b, c = np.broadcast_arrays(np.asarray(a), np.asarray(b), np.asarray(c))
         if a.ndim == 0:
@@ -146,8 +147,11 @@ def _depth(values: list[int], bits: int) -> int | None:
     """Largest K with K*min(values) >= -2**(bits-1), K*max(values) < 2**(bits-1); None: any."""
     half = 1 << (bits - 1)
     hi, lo = max(values), min(values)
-    limits = [k for k in ((half - 1) // hi if hi > 0 else None, half // -lo if lo < 0 else None)
-              if k is not None]
+    limits = [
+        k
+        for k in ((half - 1) // hi if hi > 0 else None, half // -lo if lo < 0 else None)
+        if k is not None
+    ]
     return min(limits) if limits else None
 
 

@@ -43,8 +43,19 @@ from hwbed.sim.dsp48 import (
 
 TESTBENCH = Path(__file__).with_name("rtl") / "tb_dsp48e1.v"
 CHAIN_LENGTH = 100
-_FIELDS = ("c", "a", "b", "d", "pcin", "opmode", "alumode", "inmode", "carryinsel", "carryin",
-           "carrycascin")
+_FIELDS = (
+    "c",
+    "a",
+    "b",
+    "d",
+    "pcin",
+    "opmode",
+    "alumode",
+    "inmode",
+    "carryinsel",
+    "carryin",
+    "carrycascin",
+)
 _WIDTHS = {"c": 48, "a": 30, "b": 18, "d": 25, "pcin": 48}
 
 
@@ -55,8 +66,9 @@ def find_cells_sim() -> Path | None:
     if os.environ.get("HWBED_CELLS_SIM"):
         candidates.append(Path(os.environ["HWBED_CELLS_SIM"]))
     if shutil.which("yosys-config"):
-        datdir = subprocess.run(["yosys-config", "--datdir"], capture_output=True, text=True,
-                                check=False).stdout.strip()
+        datdir = subprocess.run(
+            ["yosys-config", "--datdir"], capture_output=True, text=True, check=False
+        ).stdout.strip()
         if datdir:
             candidates.append(Path(datdir) / "xilinx" / "cells_sim.v")
     if shutil.which("yosys"):
@@ -125,10 +137,12 @@ class Report:
         return not (self.p_mismatches or self.carry_mismatches or self.pattern_mismatches)
 
     def __str__(self) -> str:
-        return (f"{self.name}: {self.n} vectors, P mismatches {self.p_mismatches}, CARRYOUT "
-                f"mismatches {self.carry_mismatches} ({self.carry_bits_compared} bits), "
-                f"pattern mismatches {self.pattern_mismatches}; iverilog {self.compile_s:.2f}"
-                f" s, vvp {self.sim_s:.2f} s")
+        return (
+            f"{self.name}: {self.n} vectors, P mismatches {self.p_mismatches}, CARRYOUT "
+            f"mismatches {self.carry_mismatches} ({self.carry_bits_compared} bits), "
+            f"pattern mismatches {self.pattern_mismatches}; iverilog {self.compile_s:.2f}"
+            f" s, vvp {self.sim_s:.2f} s"
+        )
 
 
 def run_rtl(v: Vectors, workdir: Path, cells_sim: Path | None = None) -> RtlOutput:
@@ -142,17 +156,38 @@ def run_rtl(v: Vectors, workdir: Path, cells_sim: Path | None = None) -> RtlOutp
     cols = [v.flat(f) for f in _FIELDS]
     lines = (" ".join(format(int(x), "x") for x in row) for row in zip(*cols, strict=True))
     vec_path.write_text("\n".join(lines) + "\n")
-    params = {"USE_SIMD": f'"{cfg.simd.name}"',
-              "USE_DPORT": '"TRUE"' if cfg.use_preadder else '"FALSE"',
-              "USE_MULT": '"MULTIPLY"' if cfg.use_mult else '"NONE"',
-              "PATTERN": f"48'h{cfg.pattern:012x}", "MASK": f"48'h{cfg.mask:012x}"}
+    params = {
+        "USE_SIMD": f'"{cfg.simd.name}"',
+        "USE_DPORT": '"TRUE"' if cfg.use_preadder else '"FALSE"',
+        "USE_MULT": '"MULTIPLY"' if cfg.use_mult else '"NONE"',
+        "PATTERN": f"48'h{cfg.pattern:012x}",
+        "MASK": f"48'h{cfg.mask:012x}",
+    }
     t0 = time.perf_counter()
-    subprocess.run(["iverilog", "-g2012", "-s", "tb", "-o", str(vvp_path),
-                    *(f"-Ptb.{k}={val}" for k, val in params.items()),
-                    str(TESTBENCH), str(cells_sim)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            "iverilog",
+            "-g2012",
+            "-s",
+            "tb",
+            "-o",
+            str(vvp_path),
+            *(f"-Ptb.{k}={val}" for k, val in params.items()),
+            str(TESTBENCH),
+            str(cells_sim),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     t1 = time.perf_counter()
-    sim = subprocess.run(["vvp", "-n", str(vvp_path), f"+vec={vec_path}", f"+out={out_path}",
-                          f"+n={v.n}"], capture_output=True, text=True, timeout=600, check=False)
+    sim = subprocess.run(
+        ["vvp", "-n", str(vvp_path), f"+vec={vec_path}", f"+out={out_path}", f"+n={v.n}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     t2 = time.perf_counter()
     if sim.returncode != 0:
         raise RuntimeError(f"vvp failed ({sim.returncode}): {sim.stdout[-2000:]}")
@@ -167,20 +202,26 @@ def run_rtl(v: Vectors, workdir: Path, cells_sim: Path | None = None) -> RtlOutp
     return RtlOutput(
         p=np.array([known(r[0], 16) for r in rows], dtype=np.int64),
         carryout=np.array([int(s.replace("x", "0").replace("z", "0"), 2) for s in co]),
-        carryout_known=np.array([int("".join("0" if ch in "xz" else "1" for ch in s), 2)
-                                 for s in co]),
+        carryout_known=np.array(
+            [int("".join("0" if ch in "xz" else "1" for ch in s), 2) for s in co]
+        ),
         patterndetect=np.array([known(r[2], 2) for r in rows]),
         patternbdetect=np.array([known(r[3], 2) for r in rows]),
-        compile_s=t1 - t0, sim_s=t2 - t1)
+        compile_s=t1 - t0,
+        sim_s=t2 - t1,
+    )
 
 
 def model(v: Vectors) -> dict[str, np.ndarray]:
     """The slice model's outputs for ``v``, flattened to RTL (chain-major) order."""
     r = run_chain(v.config, **v.ports)
-    return {"p": r.p.T.reshape(-1) & P_MASK, "carryout": r.carryout.T.reshape(-1),
-            "carryout_valid": r.carryout_valid.T.reshape(-1),
-            "patterndetect": r.patterndetect.T.reshape(-1).astype(np.int64),
-            "patternbdetect": r.patternbdetect.T.reshape(-1).astype(np.int64)}
+    return {
+        "p": r.p.T.reshape(-1) & P_MASK,
+        "carryout": r.carryout.T.reshape(-1),
+        "carryout_valid": r.carryout_valid.T.reshape(-1),
+        "patterndetect": r.patterndetect.T.reshape(-1).astype(np.int64),
+        "patternbdetect": r.patternbdetect.T.reshape(-1).astype(np.int64),
+    }
 
 
 def compare(v: Vectors, rtl: RtlOutput, ref: dict[str, np.ndarray] | None = None) -> Report:
@@ -190,8 +231,9 @@ def compare(v: Vectors, rtl: RtlOutput, ref: dict[str, np.ndarray] | None = None
     bad_p = rtl.p != ref["p"]
     valid = ref["carryout_valid"]
     bad_c = (rtl.carryout_known != valid) | ((rtl.carryout ^ ref["carryout"]) & valid != 0)
-    bad_pat = ((rtl.patterndetect != ref["patterndetect"])
-               | (rtl.patternbdetect != ref["patternbdetect"]))
+    bad_pat = (rtl.patterndetect != ref["patterndetect"]) | (
+        rtl.patternbdetect != ref["patternbdetect"]
+    )
     rep.p_mismatches = int(bad_p.sum())
     rep.carry_mismatches = int(bad_c.sum())
     rep.carry_bits_compared = int(sum(bin(x).count("1") for x in valid.tolist()))
@@ -200,7 +242,8 @@ def compare(v: Vectors, rtl: RtlOutput, ref: dict[str, np.ndarray] | None = None
         ctl = {f: int(v.flat(f)[i]) for f in _FIELDS}
         rep.examples.append(
             f"#{i} {ctl}: rtl P={rtl.p[i]:x} CO={rtl.carryout[i]:04b}/{rtl.carryout_known[i]:04b}"
-            f" model P={ref['p'][i]:x} CO={ref['carryout'][i]:04b}/{valid[i]:04b}")
+            f" model P={ref['p'][i]:x} CO={ref['carryout'][i]:04b}/{valid[i]:04b}"
+        )
     return rep
 
 
@@ -219,8 +262,12 @@ def check(v: Vectors, workdir: Path | None = None) -> Report:
 
 def _reads_p(opm: int, cis: int) -> bool:
     z = opm >> 4 & 7
-    return (opm & 3 == XSel.P or z in (ZSel.P, ZSel.P_MACC, ZSel.P_SHR17)
-            or opm >> 7 & 3 == 1 or cis in (0b101, 0b111))
+    return (
+        opm & 3 == XSel.P
+        or z in (ZSel.P, ZSel.P_MACC, ZSel.P_SHR17)
+        or opm >> 7 & 3 == 1
+        or cis in (0b101, 0b111)
+    )
 
 
 @functools.cache
@@ -232,8 +279,12 @@ def _legal(config: SliceConfig, opm: int, alu: int, inm: int, cis: int) -> bool:
     return True
 
 
-def _controls(rng: np.random.Generator, config: SliceConfig, shape: tuple[int, int],
-              choices: dict[str, list[int]]) -> dict[str, np.ndarray]:
+def _controls(
+    rng: np.random.Generator,
+    config: SliceConfig,
+    shape: tuple[int, int],
+    choices: dict[str, list[int]],
+) -> dict[str, np.ndarray]:
     """Draw OPMODE/ALUMODE/INMODE/CARRYINSEL (uniform over ``choices``) until legal."""
     out = {k: rng.choice(np.array(v), size=shape) for k, v in choices.items()}
     for _ in range(1000):
@@ -252,10 +303,12 @@ def _values(rng: np.random.Generator, shape, width: int, specials: list[int] = (
     """Bit patterns of a ``width``-bit port: uniform, extremes, int8, int16 (equal odds)."""
     m = (1 << width) - 1
     ext = [0, 1, m, 1 << (width - 1), (1 << (width - 1)) - 1, *specials]
-    pools = [rng.integers(0, 1 << width, size=shape, dtype=np.int64),
-             rng.choice(np.array(ext, dtype=np.int64) & m, size=shape),
-             rng.integers(-128, 128, size=shape, dtype=np.int64) & m,
-             rng.integers(-32768, 32768, size=shape, dtype=np.int64) & m]
+    pools = [
+        rng.integers(0, 1 << width, size=shape, dtype=np.int64),
+        rng.choice(np.array(ext, dtype=np.int64) & m, size=shape),
+        rng.integers(-128, 128, size=shape, dtype=np.int64) & m,
+        rng.integers(-32768, 32768, size=shape, dtype=np.int64) & m,
+    ]
     kind = rng.integers(0, len(pools), size=shape)
     return np.choose(kind, pools)
 
@@ -265,8 +318,11 @@ def _lanes(rng: np.random.Generator, shape) -> np.ndarray:
     specials = np.array([0, 1, 0x7FF, 0x800, 0xFFE, 0xFFF], dtype=np.int64)
     out = np.zeros(shape, dtype=np.int64)
     for k in range(4):
-        field_ = np.where(rng.random(shape) < 0.5, rng.choice(specials, size=shape),
-                          rng.integers(0, 1 << 12, size=shape))
+        field_ = np.where(
+            rng.random(shape) < 0.5,
+            rng.choice(specials, size=shape),
+            rng.integers(0, 1 << 12, size=shape),
+        )
         out |= field_ << (12 * k)
     return out
 
@@ -278,17 +334,23 @@ def case_mac(rng: np.random.Generator, n: int) -> Vectors:
     shape = (CHAIN_LENGTH, -(-n // CHAIN_LENGTH))
     mm = (XSel.M, YSel.M)
     choices = {
-        "opmode": [opmode(*mm, z) for z in ZSel if z != ZSel.P_MACC] + [opmode(*mm, ZSel.P)] * 6
+        "opmode": [opmode(*mm, z) for z in ZSel if z != ZSel.P_MACC]
+        + [opmode(*mm, ZSel.P)] * 6
         + [opmode(XSel.AB, YSel.C, ZSel.P), opmode(XSel.P, YSel.ZERO, ZSel.C)],
         "alumode": [0b0000] * 4 + [0b0011] * 2 + [0b0001, 0b0010],
         "inmode": [0b00000] * 5 + [0b00010],
         "carryinsel": [0b000] * 4 + [0b001, 0b010, 0b011, 0b101, 0b110, 0b111],
     }
     ports = _controls(rng, cfg, shape, choices)
-    ports.update(a=_values(rng, shape, 30, [1 << 24, (1 << 24) - 1, (1 << 30) - (1 << 24)]),
-                 b=_values(rng, shape, 18), c=_values(rng, shape, 48), d=np.zeros(shape, int),
-                 pcin=_values(rng, shape, 48), carryin=rng.integers(0, 2, shape),
-                 carrycascin=rng.integers(0, 2, shape))
+    ports.update(
+        a=_values(rng, shape, 30, [1 << 24, (1 << 24) - 1, (1 << 30) - (1 << 24)]),
+        b=_values(rng, shape, 18),
+        c=_values(rng, shape, 48),
+        d=np.zeros(shape, int),
+        pcin=_values(rng, shape, 48),
+        carryin=rng.integers(0, 2, shape),
+        carrycascin=rng.integers(0, 2, shape),
+    )
     worst = rng.random(shape[1]) < 0.4
     k = int(worst.sum())
     a_w = rng.choice([-(1 << 24), (1 << 24) - 1], size=k)
@@ -319,10 +381,15 @@ def case_preadd(rng: np.random.Generator, n: int) -> Vectors:
         "carryinsel": [0b000] * 3 + [0b110],
     }
     ports = _controls(rng, cfg, shape, choices)
-    ports.update(a=_values(rng, shape, 30, [1 << 24, (1 << 24) - 1]),
-                 b=_values(rng, shape, 18), c=_values(rng, shape, 48),
-                 d=_values(rng, shape, 25), pcin=np.zeros(shape, int),
-                 carryin=rng.integers(0, 2, shape), carrycascin=np.zeros(shape, int))
+    ports.update(
+        a=_values(rng, shape, 30, [1 << 24, (1 << 24) - 1]),
+        b=_values(rng, shape, 18),
+        c=_values(rng, shape, 48),
+        d=_values(rng, shape, 25),
+        pcin=np.zeros(shape, int),
+        carryin=rng.integers(0, 2, shape),
+        carrycascin=np.zeros(shape, int),
+    )
     packed = rng.random(shape[1]) < 0.4
     k = int(packed.sum())
     int8 = functools.partial(rng.integers, -128, 128, size=(shape[0], k))
@@ -352,10 +419,15 @@ def case_logic(rng: np.random.Generator, n: int) -> Vectors:
         "carryinsel": [0b000],
     }
     ports = _controls(rng, cfg, shape, choices)
-    ports.update(a=_values(rng, shape, 30), b=_values(rng, shape, 18),
-                 c=_values(rng, shape, 48), d=np.zeros(shape, int),
-                 pcin=_values(rng, shape, 48), carryin=rng.integers(0, 2, shape),
-                 carrycascin=np.zeros(shape, int))
+    ports.update(
+        a=_values(rng, shape, 30),
+        b=_values(rng, shape, 18),
+        c=_values(rng, shape, 48),
+        d=np.zeros(shape, int),
+        pcin=_values(rng, shape, 48),
+        carryin=rng.integers(0, 2, shape),
+        carrycascin=np.zeros(shape, int),
+    )
     ab = ports["a"] << 18 | ports["b"]
     r = rng.random(shape)
     ports["c"] = np.select([r < 0.2, r < 0.3], [ab, ab ^ P_MASK], ports["c"])
@@ -365,8 +437,13 @@ def case_logic(rng: np.random.Generator, n: int) -> Vectors:
 def _case_simd(name: str, simd: Simd, rng: np.random.Generator, n: int) -> Vectors:
     cfg = SliceConfig(Family.E1, simd=simd, use_mult=False, use_preadder=False)
     shape = (CHAIN_LENGTH, -(-n // CHAIN_LENGTH))
-    ops = [opmode(x, y, z) for x in (XSel.ZERO, XSel.P, XSel.AB) for y in
-           (YSel.ZERO, YSel.ONES, YSel.C) for z in ZSel if z != ZSel.P_MACC]
+    ops = [
+        opmode(x, y, z)
+        for x in (XSel.ZERO, XSel.P, XSel.AB)
+        for y in (YSel.ZERO, YSel.ONES, YSel.C)
+        for z in ZSel
+        if z != ZSel.P_MACC
+    ]
     hot = [opmode(XSel.AB, YSel.ZERO, ZSel.C), opmode(XSel.AB, YSel.ZERO, ZSel.P)]
     choices = {
         "opmode": ops + hot * 12 + [opmode(XSel.ZERO, YSel.ONES, ZSel.P_MACC)] * 2,
@@ -376,8 +453,15 @@ def _case_simd(name: str, simd: Simd, rng: np.random.Generator, n: int) -> Vecto
     }
     ports = _controls(rng, cfg, shape, choices)
     ab, c, pcin = _lanes(rng, shape), _lanes(rng, shape), _lanes(rng, shape)
-    ports.update(a=ab >> 18, b=ab & ((1 << 18) - 1), c=c, d=np.zeros(shape, int), pcin=pcin,
-                 carryin=rng.integers(0, 2, shape), carrycascin=rng.integers(0, 2, shape))
+    ports.update(
+        a=ab >> 18,
+        b=ab & ((1 << 18) - 1),
+        c=c,
+        d=np.zeros(shape, int),
+        pcin=pcin,
+        carryin=rng.integers(0, 2, shape),
+        carrycascin=rng.integers(0, 2, shape),
+    )
     return Vectors(name, cfg, ports)
 
 

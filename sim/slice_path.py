@@ -48,8 +48,14 @@ _CHUNK = 1 << 19
 """Elements (cycles x slices) per slice-model call, to bound memory."""
 
 
-def execute_slices(graph: Graph, pixels: np.ndarray, family: Family = Family.E1, *,
-                   pack_int8: bool = True, counts: dict[str, OpCount] | None = None) -> np.ndarray:
+def execute_slices(
+    graph: Graph,
+    pixels: np.ndarray,
+    family: Family = Family.E1,
+    *,
+    pack_int8: bool = True,
+    counts: dict[str, OpCount] | None = None,
+) -> np.ndarray:
     """Run uint8 NHWC ``pixels`` through ``graph`` with MVAUs and AddStreams on slices.
 
     Returns the graph output (logits).  ``counts``, when given, receives the slice
@@ -58,8 +64,10 @@ def execute_slices(graph: Graph, pixels: np.ndarray, family: Family = Family.E1,
     """
     expect = graph.tensors[graph.input].shape
     if pixels.ndim != 1 + len(expect) or tuple(pixels.shape[1:]) != tuple(expect):
-        raise GraphError(f"input shape {tuple(pixels.shape)} does not match the graph's "
-                         f"[N, {', '.join(map(str, expect))}]")
+        raise GraphError(
+            f"input shape {tuple(pixels.shape)} does not match the graph's "
+            f"[N, {', '.join(map(str, expect))}]"
+        )
     env = {graph.input: pixels.astype(np.int64)}
     for node in graph.nodes:
         ins = [env[t] for t in node.inputs]
@@ -83,12 +91,15 @@ def execute_slices(graph: Graph, pixels: np.ndarray, family: Family = Family.E1,
 def _check_values(graph: Graph, node: Node, tensor: str, x: np.ndarray) -> None:
     dtype = graph.tensors[tensor].dtype
     if x.size and (x.min() < dtype.min or x.max() > dtype.max):
-        raise MappingError(f"node {node.name}: input {tensor} holds values outside its declared "
-                           f"type {dtype}; the proven slice bounds would not hold")
+        raise MappingError(
+            f"node {node.name}: input {tensor} holds values outside its declared "
+            f"type {dtype}; the proven slice bounds would not hold"
+        )
 
 
-def _mvau(graph: Graph, node: Node, x: np.ndarray, family: Family, pack_int8: bool,
-          count: OpCount) -> np.ndarray:
+def _mvau(
+    graph: Graph, node: Node, x: np.ndarray, family: Family, pack_int8: bool, count: OpCount
+) -> np.ndarray:
     plan = plan_mvau(graph, node, family, pack_int8)
     rows = x.reshape(-1, plan.mw)
     w = node.params["weights"].astype(np.int64)
@@ -131,15 +142,23 @@ def binary_dots(x: np.ndarray, w: np.ndarray, family: Family, count: OpCount) ->
     for lo in range(0, x.shape[0], step_rows):
         sl = slice(lo, lo + step_rows)
         ab = xs[sl, None, :]
-        r = step(cfg, opmode=_XNOR_OPMODE, alumode=_XNOR_ALUMODE, a=ab >> 18,
-                 b=ab & 0x3FFFF, c=ws[None, :, :], counter=count)
+        r = step(
+            cfg,
+            opmode=_XNOR_OPMODE,
+            alumode=_XNOR_ALUMODE,
+            a=ab >> 18,
+            b=ab & 0x3FFFF,
+            c=ws[None, :, :],
+            counter=count,
+        )
         agree = np.bitwise_count(r.p_bits & valid[sl, None, :]).sum(axis=-1, dtype=np.int64)
         out[sl] = 2 * agree - k_valid[sl, None]
     return out
 
 
-def mac_dots(x: np.ndarray, w: np.ndarray, family: Family, count: OpCount,
-             swap: bool = False) -> np.ndarray:
+def mac_dots(
+    x: np.ndarray, w: np.ndarray, family: Family, count: OpCount, swap: bool = False
+) -> np.ndarray:
     """x [R, K] times w [H, K] -> [R, H]: one MAC chain of K cycles per (row, output).
 
     Weights enter on A and activations on B (``swap``: the other way round); the chain
@@ -181,21 +200,27 @@ def _packed(plan: MvauPlan, x: np.ndarray, w: np.ndarray, count: OpCount) -> np.
     return out[:, :h]
 
 
-def _abc(node: Node, plan: MvauPlan, x: np.ndarray, family: Family,
-         count: OpCount) -> np.ndarray:
+def _abc(node: Node, plan: MvauPlan, x: np.ndarray, family: Family, count: OpCount) -> np.ndarray:
     """sum_mn coeffs[m, n] * (bases[m] . x_n): M*N XNOR dots, then one MAC chain of M*N."""
     bw = abc_binary_weights(node)  # [M, H, k*k*cin]
     cin = node.params["bases"].shape[2]
     xn = x.reshape(x.shape[0], -1, plan.n, cin)  # (kh, kw) taps, activation base, channel
-    dots = np.stack([binary_dots(xn[:, :, n, :].reshape(x.shape[0], -1), bw[m], family, count)
-                     for m in range(plan.m) for n in range(plan.n)])  # [M*N, R, H]
+    dots = np.stack(
+        [
+            binary_dots(xn[:, :, n, :].reshape(x.shape[0], -1), bw[m], family, count)
+            for m in range(plan.m)
+            for n in range(plan.n)
+        ]
+    )  # [M*N, R, H]
     coeffs = node.params["coeffs"].astype(np.int64).reshape(-1, 1)
-    return mac_dots(dots.transpose(1, 2, 0).reshape(-1, len(coeffs)), coeffs.T, family,
-                    count).reshape(x.shape[0], plan.mh)
+    return mac_dots(
+        dots.transpose(1, 2, 0).reshape(-1, len(coeffs)), coeffs.T, family, count
+    ).reshape(x.shape[0], plan.mh)
 
 
-def _add(graph: Graph, node: Node, ins: list[np.ndarray], family: Family,
-         count: OpCount) -> np.ndarray:
+def _add(
+    graph: Graph, node: Node, ins: list[np.ndarray], family: Family, count: OpCount
+) -> np.ndarray:
     """AddStreams as SIMD adds: A:B and C each carry ``lanes`` channels, P = C + A:B."""
     if len(ins) != 2:
         raise MappingError(f"node {node.name}: AddStreams with {len(ins)} inputs, expected 2")
@@ -212,7 +237,8 @@ def _add(graph: Graph, node: Node, ins: list[np.ndarray], family: Family,
         return ((padded.reshape(-1, groups, lanes) & ((1 << width) - 1)) << shifts).sum(axis=-1)
 
     ab, c = words(ins[0]), words(ins[1])
-    r = step(cfg, opmode=_ADD_OPMODE, alumode=AluMode.ADD, a=ab >> 18, b=ab & 0x3FFFF, c=c,
-             counter=count)
+    r = step(
+        cfg, opmode=_ADD_OPMODE, alumode=AluMode.ADD, a=ab >> 18, b=ab & 0x3FFFF, c=c, counter=count
+    )
     out = simd_lanes(r.p, simd, signed=True).reshape(-1, groups * lanes)[:, :channels]
     return out.reshape(ins[0].shape)

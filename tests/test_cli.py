@@ -15,8 +15,9 @@ from hwbed import train as train_cli
 
 def _run(*args, cwd=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, env=env, cwd=cwd
+    )
 
 
 def test_cost_json_schema():
@@ -29,8 +30,15 @@ def test_cost_json_schema():
         assert isinstance(row["params"], int) and isinstance(row["macs"], int)
         assert row["memory_mb"] > 0 and row["ncc_m"] > 0
         for layer in row["layers"]:
-            assert {"name", "kind", "precision", "params", "memory_mb", "macs", "ncc_m"} \
-                <= layer.keys()
+            assert {
+                "name",
+                "kind",
+                "precision",
+                "params",
+                "memory_mb",
+                "macs",
+                "ncc_m",
+            } <= layer.keys()
         assert sum(layer["macs"] for layer in row["layers"]) == row["macs"]
     # CIFAR-10 shape by default: resnet20 on 3x32x32
     stem, s1 = 3 * 16 * 9 * 1024, 6 * 2304 * 1024
@@ -49,9 +57,14 @@ def test_cost_table_is_readable(capsys):
     assert len(total) == 1
 
 
-@pytest.mark.parametrize(("spec", "message"), [("resnet21", "unknown architecture"),
-                                               ("resnet20-w1a1", "-xnor"),
-                                               ("cnv-xnor", "not defined for cnv")])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("resnet21", "unknown architecture"),
+        ("resnet20-w1a1", "-xnor"),
+        ("cnv-xnor", "not defined for cnv"),
+    ],
+)
 def test_cost_bad_spec_exits_nonzero(spec, message, capsys):
     assert cost_cli.main([spec]) != 0
     captured = capsys.readouterr()
@@ -66,8 +79,24 @@ def test_cost_bad_spec_subprocess():
 
 
 def test_cost_of_a_checkpoint(tmp_path, capsys):
-    assert train_cli.main(["--model", "tfc-w1a1", "--data", "digits", "--limit", "32",
-                           "--epochs", "1", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert (
+        train_cli.main(
+            [
+                "--model",
+                "tfc-w1a1",
+                "--data",
+                "digits",
+                "--limit",
+                "32",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cost_cli.main(["ignored", "--checkpoint", str(tmp_path / "model.pt"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -76,8 +105,22 @@ def test_cost_of_a_checkpoint(tmp_path, capsys):
 
 def test_train_tiny_run_writes_checkpoint_and_card(tmp_path):
     out = tmp_path / "run"
-    proc = _run("hwbed.train", "--model", "tfc-w1a1", "--data", "synthetic", "--limit", "64",
-                "--epochs", "1", "--batch-size", "32", "--out", str(out), "--no-progress")
+    proc = _run(
+        "hwbed.train",
+        "--model",
+        "tfc-w1a1",
+        "--data",
+        "synthetic",
+        "--limit",
+        "64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
+        "--no-progress",
+    )
     assert proc.returncode == 0, proc.stderr
     assert (out / "model.pt").is_file() and (out / "model.json").is_file()
     assert "checkpoint:" in proc.stdout
@@ -92,8 +135,21 @@ def test_train_errors_exit_nonzero(tmp_path, capsys):
     assert "--teacher" in capsys.readouterr().err
     assert train_cli.main(["--model", "resnet20-bogus", "--out", str(tmp_path)]) == 2
     assert "unknown variant" in capsys.readouterr().err
-    assert train_cli.main(["--model", "tfc", "--init", str(tmp_path / "none.pt"),
-                           "--limit", "8", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        train_cli.main(
+            [
+                "--model",
+                "tfc",
+                "--init",
+                str(tmp_path / "none.pt"),
+                "--limit",
+                "8",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
 
 

@@ -19,8 +19,9 @@ from .server import read_token
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m hwbed.fpga.deploy.client",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hwbed.fpga.deploy.client", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--url", required=True, help="http://host:port of the query server")
     parser.add_argument("--token-file", required=True, help="file holding the bearer token")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")

@@ -44,8 +44,7 @@ def graph():
 @pytest.fixture
 def served(graph):
     exe = ReferenceExecutable(graph)
-    with QueryServer(exe, TOKEN, port=0, max_batch=MAX_BATCH,
-                     max_bytes=MAX_BYTES).start() as srv:
+    with QueryServer(exe, TOKEN, port=0, max_batch=MAX_BATCH, max_bytes=MAX_BYTES).start() as srv:
         yield srv, exe
 
 
@@ -129,18 +128,31 @@ def test_oversized_requests_are_refused(served):
     assert status == 413 and "max_bytes" in doc["error"]
 
 
-@pytest.mark.parametrize("body, headers, status, message", [
-    (bytes(63), {"X_Batch": "1"}, 400, "expected 64"),
-    (bytes(128), {"X_Batch": "1"}, 400, "expected 64"),
-    (bytes(64), {"X_Shape": "1,3,8,8"}, 400, "does not match"),
-    (bytes(64), {"X_Shape": "1,8,8"}, 400, "does not match"),
-    (bytes(64), {"X_Shape": "one,1,8,8"}, 400, "integers"),
-    (bytes(64), {"X_Batch": "0"}, 400, "at least 1"),
-    (bytes(64), {}, 400, "X-Batch"),
-    (bytes(64), {"X_Batch": "1", "Content_Type": "application/json"}, 415, "octet-stream"),
-    (b"\xff\x00garbage", {"X_Batch": "-3"}, 400, "at least 1"),
-], ids=["short", "long", "wrong-chw", "3d-shape", "garbage-shape", "zero-batch", "no-shape",
-        "content-type", "negative-batch"])
+@pytest.mark.parametrize(
+    "body, headers, status, message",
+    [
+        (bytes(63), {"X_Batch": "1"}, 400, "expected 64"),
+        (bytes(128), {"X_Batch": "1"}, 400, "expected 64"),
+        (bytes(64), {"X_Shape": "1,3,8,8"}, 400, "does not match"),
+        (bytes(64), {"X_Shape": "1,8,8"}, 400, "does not match"),
+        (bytes(64), {"X_Shape": "one,1,8,8"}, 400, "integers"),
+        (bytes(64), {"X_Batch": "0"}, 400, "at least 1"),
+        (bytes(64), {}, 400, "X-Batch"),
+        (bytes(64), {"X_Batch": "1", "Content_Type": "application/json"}, 415, "octet-stream"),
+        (b"\xff\x00garbage", {"X_Batch": "-3"}, 400, "at least 1"),
+    ],
+    ids=[
+        "short",
+        "long",
+        "wrong-chw",
+        "3d-shape",
+        "garbage-shape",
+        "zero-batch",
+        "no-shape",
+        "content-type",
+        "negative-batch",
+    ],
+)
 def test_malformed_requests_get_400_and_the_server_lives(served, body, headers, status, message):
     srv, exe = served
     got, _, doc = predict(srv.url, body, **headers)
@@ -162,8 +174,10 @@ def raw_status(url: str, head: str) -> tuple[int, bytes]:
 
 def test_bad_content_length(served):
     srv, _ = served
-    head = (f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
-            "Content-Type: application/octet-stream\r\nX-Batch: 1\r\n")
+    head = (
+        f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/octet-stream\r\nX-Batch: 1\r\n"
+    )
     status, body = raw_status(srv.url, head + "Content-Length: -64\r\n\r\n")
     assert status == 400 and b"non-negative integer" in body
     status, body = raw_status(srv.url, head + "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
@@ -268,6 +282,7 @@ def test_graph_folder_and_clis(graph, tmp_path, capsys):
 
 # -- board backend, against a fake FINNExampleOverlay ------------------------------------------
 
+
 class FakeOverlay:
     """Records what it is given; 'classifies' each frame by its pixel sum modulo 10."""
 
@@ -284,8 +299,14 @@ class FakeOverlay:
 
 
 def io_shapes(ishape, k: int = 1, idt: str = "UINT8") -> dict:
-    return {"idt": [idt], "odt": ["UINT8"], "ishape_normal": [ishape], "oshape_normal": [(1, k)],
-            "num_inputs": 1, "num_outputs": 1}
+    return {
+        "idt": [idt],
+        "odt": ["UINT8"],
+        "ishape_normal": [ishape],
+        "oshape_normal": [(1, k)],
+        "num_inputs": 1,
+        "num_outputs": 1,
+    }
 
 
 def test_board_layout_cnv_nhwc():
@@ -341,17 +362,20 @@ def driver_dir(tmp_path, monkeypatch):
         "                 runtime_weight_dir='runtime_weights/'):\n"
         "        self.bitfile_name, self.batch_size = bitfile_name, batch_size\n"
         "    def execute(self, x):\n"
-        "        return [x.reshape(len(x), -1)[:, :1] % 10]\n")
+        "        return [x.reshape(len(x), -1)[:, :1] % 10]\n"
+    )
     (driver / "driver.py").write_text(
         "from driver_base import FINNExampleOverlay\n"
         "io_shape_dict = {'idt': ['UINT8'], 'odt': ['UINT8'], 'ishape_normal': [(1, 64)],\n"
-        "                 'oshape_normal': [(1, 1)], 'num_inputs': 1, 'num_outputs': 1}\n")
+        "                 'oshape_normal': [(1, 1)], 'num_inputs': 1, 'num_outputs': 1}\n"
+    )
     return driver
 
 
 def test_open_board_with_a_generated_driver_folder(driver_dir, tmp_path):
-    exe = board_backend.open_board(tmp_path / "cnv.bit", driver_dir, 10, input_shape=SHAPE,
-                                   hw_batch=2)
+    exe = board_backend.open_board(
+        tmp_path / "cnv.bit", driver_dir, 10, input_shape=SHAPE, hw_batch=2
+    )
     assert exe.name == "pynq:cnv" and exe.overlay.batch_size == 2
     x = pixels(3)
     assert np.array_equal(exe(x).argmax(axis=1), x.reshape(3, -1)[:, 0] % 10)
@@ -366,8 +390,19 @@ def test_server_cli_wiring(graph, driver_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(QueryServer, "serve_forever", lambda self: started.append(self))
     common = ["--port", "0", "--token-file", str(tmp_path / "token")]
     server.main(["--graph", str(tmp_path / "build"), "--backend", "reference", *common])
-    server.main(["--graph", str(tmp_path / "build"), "--backend", "pynq", "--bitfile",
-                 str(tmp_path / "a.bit"), "--driver-dir", str(driver_dir), *common])
+    server.main(
+        [
+            "--graph",
+            str(tmp_path / "build"),
+            "--backend",
+            "pynq",
+            "--bitfile",
+            str(tmp_path / "a.bit"),
+            "--driver-dir",
+            str(driver_dir),
+            *common,
+        ]
+    )
     reference, board = (srv.executable for srv in started)
     assert isinstance(reference, ReferenceExecutable)
     assert isinstance(board, FinnBoardExecutable)

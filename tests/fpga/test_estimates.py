@@ -28,9 +28,19 @@ VERSAL = "xcve2802-vsvh1760-2MP-e-S"
 
 def mvau(**kw):
     node = {
-        "name": "MVAU_hls_0", "op_type": "MVAU_hls", "MW": 784, "MH": 64, "SIMD": 49, "PE": 16,
-        "inputDataType": "BINARY", "weightDataType": "BINARY", "outputDataType": "BINARY",
-        "accDataType": "UINT10", "binaryXnorMode": 1, "ram_style": "block", "resType": "lut",
+        "name": "MVAU_hls_0",
+        "op_type": "MVAU_hls",
+        "MW": 784,
+        "MH": 64,
+        "SIMD": 49,
+        "PE": 16,
+        "inputDataType": "BINARY",
+        "weightDataType": "BINARY",
+        "outputDataType": "BINARY",
+        "accDataType": "UINT10",
+        "binaryXnorMode": 1,
+        "ram_style": "block",
+        "resType": "lut",
     }
     node.update(kw)
     return node
@@ -38,9 +48,15 @@ def mvau(**kw):
 
 def swg(**kw):
     node = {
-        "name": "ConvolutionInputGenerator_rtl_1", "op_type": "ConvolutionInputGenerator_rtl",
-        "ConvKernelDim": [3, 3], "IFMChannels": 64, "IFMDim": [30, 30], "OFMDim": [28, 28],
-        "SIMD": 32, "inputDataType": "BINARY", "ram_style": "distributed",
+        "name": "ConvolutionInputGenerator_rtl_1",
+        "op_type": "ConvolutionInputGenerator_rtl",
+        "ConvKernelDim": [3, 3],
+        "IFMChannels": 64,
+        "IFMDim": [30, 30],
+        "OFMDim": [28, 28],
+        "SIMD": 32,
+        "inputDataType": "BINARY",
+        "ram_style": "distributed",
     }
     node.update(kw)
     return node
@@ -48,7 +64,12 @@ def swg(**kw):
 
 def test_datatypes():
     assert [bitwidth(t) for t in ("BINARY", "BIPOLAR", "TERNARY", "INT8", "UINT10")] == [
-        1, 1, 2, 8, 10]
+        1,
+        1,
+        2,
+        8,
+        10,
+    ]
     assert bitwidth("FIXED<16,6>") == 16 and bitwidth("FLOAT32") == 32
     assert is_signed("BIPOLAR") and is_signed("INT4") and not is_signed("UINT4")
     assert not is_signed("BINARY")
@@ -90,7 +111,8 @@ def test_mvau_tfc_layer0_by_hand():
 )
 def test_mvau_bram_aspect_ratios(simd, pe, wdt, expected):
     assert node_resources(mvau(SIMD=simd, PE=pe, weightDataType=wdt), Z7020)["BRAM_18K"] == (
-        expected)
+        expected
+    )
 
 
 def test_mvau_memory_modes():
@@ -109,21 +131,40 @@ def test_mvau_memory_modes():
 
 
 def test_mvau_thresholds_in_lutram_and_signed_input():
-    n = mvau(inputDataType="INT8", weightDataType="INT2", outputDataType="UINT2",
-             accDataType="INT32", binaryXnorMode=0, ram_style_thresholds="distributed",
-             MW=27, MH=64, SIMD=3, PE=16, numInputVectors=[1, 30, 30])
+    n = mvau(
+        inputDataType="INT8",
+        weightDataType="INT2",
+        outputDataType="UINT2",
+        accDataType="INT32",
+        binaryXnorMode=0,
+        ram_style_thresholds="distributed",
+        MW=27,
+        MH=64,
+        SIMD=3,
+        PE=16,
+        numInputVectors=[1, 30, 30],
+    )
     assert node_cycles(n) == 4 * 9 * 900
     # W+A = 10: mult = 3*(2*2-1)*10 = 90; adder = 10*5 = 50
     # alpha = log2(27) + 2 + 8 - 1 - 1 = 12.755; acc = ceil(alpha + log2(1+2^-alpha) + 1) = 14
     # thresholds: (2^2-1)*14*ceil(TMEM=4/64) = 42, comparators 3*14 = 42
     assert node_resources(n, Z7020)["LUT"] == int(300 + 1.1 * 16 * (90 + 50 + 14 + 42 + 42))
     assert node_op_and_param_counts(n) == {
-        "op_mac_2bx8b": 27 * 64 * 900, "param_weight_2b": 27 * 64, "param_threshold_32b": 64}
+        "op_mac_2bx8b": 27 * 64 * 900,
+        "param_weight_2b": 27 * 64,
+        "param_threshold_32b": 64,
+    }
 
 
 def test_mvau_rtl_dsp_depends_on_part():
-    n = mvau(op_type="MVAU_rtl", name="MVAU_rtl_0", inputDataType="INT8",
-             weightDataType="INT8", SIMD=8, PE=8)
+    n = mvau(
+        op_type="MVAU_rtl",
+        name="MVAU_rtl_0",
+        inputDataType="INT8",
+        weightDataType="INT8",
+        SIMD=8,
+        PE=8,
+    )
     assert node_resources(n, Z7020)["DSP"] == math.ceil(8 / 4) * 8  # DSP48: ceil(P/4)*Q
     assert node_resources(n, VERSAL)["DSP"] == 8 * math.ceil(8 / 3)  # DSP58: P*ceil(Q/3)
     assert node_resources(n, Z7020)["LUT"] == 0
@@ -131,9 +172,14 @@ def test_mvau_rtl_dsp_depends_on_part():
 
 def test_mvau_op_counts_xnor_and_no_activation():
     assert node_op_and_param_counts(mvau()) == {
-        "op_mac_1bx1b": 50176, "param_weight_1b": 50176, "param_threshold_10b": 64}
+        "op_mac_1bx1b": 50176,
+        "param_weight_1b": 50176,
+        "param_threshold_10b": 64,
+    }
     assert node_op_and_param_counts(mvau(noActivation=1)) == {
-        "op_mac_1bx1b": 50176, "param_weight_1b": 50176}
+        "op_mac_1bx1b": 50176,
+        "param_weight_1b": 50176,
+    }
 
 
 def test_swg_rtl_default_style_by_hand():
@@ -148,8 +194,7 @@ def test_swg_rtl_default_style_by_hand():
     block = node_resources(swg(ram_style="block"), Z7020)
     assert (block["BRAM_18K"], block["LUT"]) == (1, 300)
     assert node_resources(swg(ram_style="ultra"), Z7020)["URAM"] == 1
-    assert [a["BRAM_18K"] for a in layer_config_alternatives([n], Z7020)[n["name"]]] == [
-        1, 0, 0]
+    assert [a["BRAM_18K"] for a in layer_config_alternatives([n], Z7020)[n["name"]]] == [1, 0, 0]
 
 
 def test_swg_rtl_parallel_window_strided_and_1d():
@@ -167,16 +212,27 @@ def test_swg_rtl_parallel_window_strided_and_1d():
 
 
 def test_thresholding_rtl_memory_by_hand():
-    n = {"name": "Thresholding_rtl_0", "op_type": "Thresholding_rtl", "NumChannels": 784,
-         "PE": 49, "inputDataType": "UINT8", "weightDataType": "UINT8",
-         "outputDataType": "BINARY"}
+    n = {
+        "name": "Thresholding_rtl_0",
+        "op_type": "Thresholding_rtl",
+        "NumChannels": 784,
+        "PE": 49,
+        "inputDataType": "UINT8",
+        "weightDataType": "UINT8",
+        "outputDataType": "BINARY",
+    }
     assert node_cycles(n) == 784 // 49
     # one 8-bit x (784/49 = 16)-deep memory per PE: LUTRAM 8 x ceil(16/64) = 8 wastes
     # 8*64 - 128 = 384 bits, the least of all primitives -> 8 * 49 LUTs
     assert thresholding_rtl_memory(n) == {"LUTRAM": 392}
     assert node_resources(n, Z7020) == {
-        "BRAM_18K": 0, "BRAM_efficiency": 1, "LUT": 392, "URAM": 0, "URAM_efficiency": 1,
-        "DSP": 0}
+        "BRAM_18K": 0,
+        "BRAM_efficiency": 1,
+        "LUT": 392,
+        "URAM": 0,
+        "URAM_efficiency": 1,
+        "DSP": 0,
+    }
     # 2-bit output, 1 channel per PE: two 8-bit memories of depth 1 and 2 -> 8 + 8 LUTRAMs
     two = {**n, "PE": 784, "outputDataType": "UINT2"}
     assert thresholding_rtl_memory(two) == {"LUTRAM": 784 * (8 + 8)}
@@ -189,9 +245,17 @@ def test_thresholding_rtl_memory_by_hand():
 
 
 def test_thresholding_hls_and_channelwise():
-    n = {"name": "Thresholding_hls_0", "op_type": "Thresholding_hls", "NumChannels": 256,
-         "PE": 4, "numSteps": 3, "numInputVectors": [1, 8, 8], "inputDataType": "INT16",
-         "weightDataType": "INT16", "outputDataType": "UINT2"}
+    n = {
+        "name": "Thresholding_hls_0",
+        "op_type": "Thresholding_hls",
+        "NumChannels": 256,
+        "PE": 4,
+        "numSteps": 3,
+        "numInputVectors": [1, 8, 8],
+        "inputDataType": "INT16",
+        "weightDataType": "INT16",
+        "outputDataType": "UINT2",
+    }
     assert node_cycles(n) == 64 * 256 // 4
     # comparators A*P = 64, LUTRAM P*A*ceil(TMEM=64/64) = 64
     assert node_resources(n, Z7020)["LUT"] == 64 + 64
@@ -199,28 +263,52 @@ def test_thresholding_hls_and_channelwise():
     block = node_resources({**n, "ram_style": "block"}, Z7020)
     assert (block["BRAM_18K"], block["LUT"]) == (4, 64)
     assert node_op_and_param_counts(n) == {"param_threshold_16b": 256 * 3}
-    cw = {"name": "ChannelwiseOp_hls_0", "op_type": "ChannelwiseOp_hls", "NumChannels": 64,
-          "PE": 2, "inputDataType": "INT8", "numInputVectors": [1, 4, 4]}
+    cw = {
+        "name": "ChannelwiseOp_hls_0",
+        "op_type": "ChannelwiseOp_hls",
+        "NumChannels": 64,
+        "PE": 2,
+        "inputDataType": "INT8",
+        "numInputVectors": [1, 4, 4],
+    }
     assert node_cycles(cw) == 16 * 32
     assert node_resources(cw, Z7020)["LUT"] == 8 * 2 + 2 * 8 * 1
 
 
 def test_other_layers_cycles():
-    pool = {"name": "StreamingMaxPool_hls_0", "op_type": "StreamingMaxPool_hls",
-            "ImgDim": [28, 28], "PoolDim": [2, 2], "NumChannels": 64, "dataType": "BINARY"}
+    pool = {
+        "name": "StreamingMaxPool_hls_0",
+        "op_type": "StreamingMaxPool_hls",
+        "ImgDim": [28, 28],
+        "PoolDim": [2, 2],
+        "NumChannels": 64,
+        "dataType": "BINARY",
+    }
     assert node_cycles(pool) == int(28 * 28 * (1 + 1 / 4))  # 980
     # 1D: OFM * (C/PE) * (k+1), OFM = floor((20-3)/3 + 1) = 6
     pool1d = {**pool, "ImgDim": [1, 20], "PoolDim": [1, 3], "PE": 16, "dataType": "INT4"}
     assert node_cycles(pool1d) == 6 * 4 * 4
     assert node_cycles({**pool1d, "CeilMode": 1}) == 7 * 4 * 4
-    label = {"name": "LabelSelect_hls_0", "op_type": "LabelSelect_hls", "Labels": 10,
-             "PE": 2, "K": 1, "inputDataType": "UINT10"}
+    label = {
+        "name": "LabelSelect_hls_0",
+        "op_type": "LabelSelect_hls",
+        "Labels": 10,
+        "PE": 2,
+        "K": 1,
+        "inputDataType": "UINT10",
+    }
     assert node_cycles(label) == 5
-    pad = {"name": "FMPadding_rtl_0", "op_type": "FMPadding_rtl", "ImgDim": [32, 32],
-           "Padding": [1, 1, 1, 1], "NumChannels": 64, "SIMD": 8, "inputDataType": "INT4"}
+    pad = {
+        "name": "FMPadding_rtl_0",
+        "op_type": "FMPadding_rtl",
+        "ImgDim": [32, 32],
+        "Padding": [1, 1, 1, 1],
+        "NumChannels": 64,
+        "SIMD": 8,
+        "inputDataType": "INT4",
+    }
     assert node_cycles(pad) == 8 * 34 * 34
-    stream = {"NumChannels": 64, "PE": 4, "inputDataType": "INT8",
-              "numInputVectors": [1, 7, 7]}
+    stream = {"NumChannels": 64, "PE": 4, "inputDataType": "INT8", "numInputVectors": [1, 7, 7]}
     assert node_cycles({"name": "a", "op_type": "AddStreams_hls", **stream}) == 49 * 16
     dup = {"name": "d", "op_type": "DuplicateStreams_hls", "NumOutputStreams": 2, **stream}
     assert node_cycles(dup) == 49 * 16
@@ -228,9 +316,14 @@ def test_other_layers_cycles():
 
 
 def test_dwc_luts():
-    dwc = {"name": "StreamingDataWidthConverter_rtl_0",
-           "op_type": "StreamingDataWidthConverter_rtl", "shape": [1, 64], "inWidth": 6,
-           "outWidth": 4, "dataType": "UINT2"}
+    dwc = {
+        "name": "StreamingDataWidthConverter_rtl_0",
+        "op_type": "StreamingDataWidthConverter_rtl",
+        "shape": [1, 64],
+        "inWidth": 6,
+        "outWidth": 4,
+        "dataType": "UINT2",
+    }
     # lcm = 12: up 6->12: |ceil(log2(0.5))| + 12 = 13; down 12->4: ceil(log2 3) + 4 = 6
     assert node_resources(dwc, Z7020)["LUT"] == 13 + 6
     assert node_cycles(dwc) == 0
@@ -253,8 +346,14 @@ def test_tfc_reports_with_finn_examples_folding(finn_example):
     nodes, config = finn_example("tfc-w1a1")
     folded = apply_folding_config(nodes, config)
     cycles = layer_cycles(folded)
-    assert cycles == {"Thresholding_rtl_0": 16, "MVAU_hls_0": 64, "MVAU_hls_1": 64,
-                      "MVAU_hls_2": 64, "MVAU_hls_3": 8, "LabelSelect_hls_0": 10}
+    assert cycles == {
+        "Thresholding_rtl_0": 16,
+        "MVAU_hls_0": 64,
+        "MVAU_hls_1": 64,
+        "MVAU_hls_2": 64,
+        "MVAU_hls_3": 8,
+        "LabelSelect_hls_0": 10,
+    }
     perf = network_performance(folded, 10.0)
     assert perf == {
         "critical_path_cycles": 16 + 64 + 64 + 64 + 8 + 10,
@@ -272,7 +371,10 @@ def test_tfc_reports_with_finn_examples_folding(finn_example):
     assert res["MVAU_hls_0"]["BRAM_18K"] == 22  # ram_style block, see the by-hand test
     counts = op_and_param_counts(folded)
     assert counts["MVAU_hls_0"] == {
-        "op_mac_1bx1b": 50176, "param_weight_1b": 50176, "param_threshold_10b": 64}
+        "op_mac_1bx1b": 50176,
+        "param_weight_1b": 50176,
+        "param_threshold_10b": 64,
+    }
     assert counts["LabelSelect_hls_0"] == {} and counts["Thresholding_rtl_0"] == {}
     assert counts["total"]["op_mac_1bx1b"] == float(784 * 64 + 64 * 64 * 2 + 64 * 10)
     assert counts["total"]["param_threshold_10b"] == 3 * 64.0  # the fixture uses UINT10 acc
@@ -284,9 +386,12 @@ def test_report_files_keys_and_types(finn_example, tmp_path):
         folded = apply_folding_config(nodes, config)
     paths = write_estimate_reports(folded, tmp_path / "report", Z7020, 5.0)
     assert sorted(p.name for p in paths) == [
-        "estimate_layer_config_alternatives.json", "estimate_layer_cycles.json",
-        "estimate_layer_resources.json", "estimate_network_performance.json",
-        "op_and_param_counts.json"]
+        "estimate_layer_config_alternatives.json",
+        "estimate_layer_cycles.json",
+        "estimate_layer_resources.json",
+        "estimate_network_performance.json",
+        "op_and_param_counts.json",
+    ]
     loaded = {p.name: json.loads(p.read_text()) for p in paths}
     assert loaded == estimate_reports(folded, Z7020, 5.0)
     cycles = loaded["estimate_layer_cycles.json"]
@@ -297,8 +402,13 @@ def test_report_files_keys_and_types(finn_example, tmp_path):
             expected |= {"BRAM_efficiency", "URAM_efficiency"}
         assert set(res) == expected
     perf = loaded["estimate_network_performance.json"]
-    assert set(perf) == {"critical_path_cycles", "max_cycles", "max_cycles_node_name",
-                         "estimated_throughput_fps", "estimated_latency_ns"}
+    assert set(perf) == {
+        "critical_path_cycles",
+        "max_cycles",
+        "max_cycles_node_name",
+        "estimated_throughput_fps",
+        "estimated_latency_ns",
+    }
     assert perf["max_cycles"] == max(cycles.values())
     assert perf["critical_path_cycles"] == sum(cycles.values())  # a chain
     alts = loaded["estimate_layer_config_alternatives.json"]
@@ -308,12 +418,22 @@ def test_report_files_keys_and_types(finn_example, tmp_path):
 def test_critical_path_follows_graph_edges():
     stream = {"NumChannels": 16, "PE": 1, "inputDataType": "INT8", "numInputVectors": [10]}
     nodes = [
-        {"name": "dup", "op_type": "DuplicateStreams_hls", "NumOutputStreams": 2,
-         "input": ["x"], "output": ["a", "b"], **stream},
-        {"name": "slow", "op_type": "GlobalAccPool_hls", "input": ["a"], "output": ["c"],
-         **stream},
-        {"name": "add", "op_type": "AddStreams_hls", "input": ["b", "c"], "output": ["y"],
-         **stream},
+        {
+            "name": "dup",
+            "op_type": "DuplicateStreams_hls",
+            "NumOutputStreams": 2,
+            "input": ["x"],
+            "output": ["a", "b"],
+            **stream,
+        },
+        {"name": "slow", "op_type": "GlobalAccPool_hls", "input": ["a"], "output": ["c"], **stream},
+        {
+            "name": "add",
+            "op_type": "AddStreams_hls",
+            "input": ["b", "c"],
+            "output": ["y"],
+            **stream,
+        },
     ]
     perf = network_performance(nodes, 2.0)
     # dup 160, slow 160 + 16, add 160: path dup -> slow -> add

@@ -76,8 +76,14 @@ def family(request, tmp_path_factory) -> SimpleNamespace:
     qmodel = export_qonnx(model, tuple(x.shape[1:]), path, batch_size=BATCH)
     ort_model = to_onnxruntime(qmodel)
     return SimpleNamespace(
-        spec=spec, model=model, x=x.numpy(), twin=twin, path=path, qmodel=qmodel,
-        qonnx=run_qonnx(qmodel, x.numpy()), ort=ort_model,
+        spec=spec,
+        model=model,
+        x=x.numpy(),
+        twin=twin,
+        path=path,
+        qmodel=qmodel,
+        qonnx=run_qonnx(qmodel, x.numpy()),
+        ort=ort_model,
     )
 
 
@@ -143,8 +149,9 @@ def test_dynamo_export_matches_torchscript(tmp_path):
     model = build_model("tfc-w1a1", 1, 8, 8, 10).eval()
     x = _images("tfc-w1a1", "test")[:2].numpy()
     a = run_qonnx(export_qonnx(model, (1, 8, 8), tmp_path / "ts.onnx", batch_size=2), x)
-    b = run_qonnx(export_qonnx(model, (1, 8, 8), tmp_path / "dy.onnx", batch_size=2,
-                               dynamo=True), x)
+    b = run_qonnx(
+        export_qonnx(model, (1, 8, 8), tmp_path / "dy.onnx", batch_size=2, dynamo=True), x
+    )
     assert np.array_equal(a, b)
 
 
@@ -180,22 +187,44 @@ def test_run_qonnx_rejects_wrong_shape(tmp_path):
 
 def _quant_trunc_graph(rounding: str, signed: int, narrow: int) -> ModelWrapper:
     """x -> Quant(s=0.1, z=2, 4 bit) -> Trunc(to s=0.4, 3 bit) -> y, built by hand."""
+
     def const(name, value):
         return helper.make_tensor(name, TensorProto.FLOAT, [], [value])
 
     dom = "qonnx.custom_op.general"
     nodes = [
-        helper.make_node("Quant", ["x", "s", "z", "b"], ["q"], domain=dom, signed=signed,
-                         narrow=narrow, rounding_mode=rounding),
-        helper.make_node("Trunc", ["q", "s", "z", "b", "so", "bo"], ["y"], domain=dom,
-                         signed=signed, narrow=narrow, rounding_mode=rounding),
+        helper.make_node(
+            "Quant",
+            ["x", "s", "z", "b"],
+            ["q"],
+            domain=dom,
+            signed=signed,
+            narrow=narrow,
+            rounding_mode=rounding,
+        ),
+        helper.make_node(
+            "Trunc",
+            ["q", "s", "z", "b", "so", "bo"],
+            ["y"],
+            domain=dom,
+            signed=signed,
+            narrow=narrow,
+            rounding_mode=rounding,
+        ),
     ]
     shape = [2, 3, 4, 4]
     graph = helper.make_graph(
-        nodes, "qt", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        nodes,
+        "qt",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-        [const("s", 0.1), const("z", 2.0 if not signed else 0.0), const("b", 4.0),
-         const("so", 0.4), const("bo", 3.0)],
+        [
+            const("s", 0.1),
+            const("z", 2.0 if not signed else 0.0),
+            const("b", 4.0),
+            const("so", 0.4),
+            const("bo", 3.0),
+        ],
     )
     proto = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(dom, 2)]
@@ -217,7 +246,8 @@ def test_quant_and_trunc_lowering_is_exact(rounding, signed, narrow):
 
 def test_lowering_rejects_unknown_custom_ops():
     graph = helper.make_graph(
-        [helper.make_node("Mystery", ["x"], ["y"], domain="acme.ops")], "g",
+        [helper.make_node("Mystery", ["x"], ["y"], domain="acme.ops")],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
     )

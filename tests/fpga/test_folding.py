@@ -61,8 +61,10 @@ def test_finn_examples_configs_apply_unchanged(finn_example, tmp_path, example):
 
 def test_unconfigured_nodes_warn_like_finn(finn_example):
     nodes, config = finn_example("cnv-w1a1")
-    with pytest.warns(UserWarning, match="No HW configuration for nodes: StreamingMaxPool_hls_0, "
-                                         "StreamingMaxPool_hls_1"):
+    with pytest.warns(
+        UserWarning,
+        match="No HW configuration for nodes: StreamingMaxPool_hls_0, StreamingMaxPool_hls_1",
+    ):
         apply_folding_config(nodes, config)
 
 
@@ -81,12 +83,18 @@ def test_defaults_then_node_entries(finn_example):
     }
     folded = quiet(apply_folding_config, nodes, config)
     styles = {n["name"]: n.get("ram_style") for n in folded}
-    assert styles == {"Thresholding_rtl_0": None, "MVAU_hls_0": "block",
-                      "MVAU_hls_1": "distributed", "MVAU_hls_2": "distributed",
-                      "MVAU_hls_3": "distributed", "LabelSelect_hls_0": None}
+    assert styles == {
+        "Thresholding_rtl_0": None,
+        "MVAU_hls_0": "block",
+        "MVAU_hls_1": "distributed",
+        "MVAU_hls_2": "distributed",
+        "MVAU_hls_3": "distributed",
+        "LabelSelect_hls_0": None,
+    }
     assert folded[-1]["PE"] == 2
-    everywhere = quiet(apply_folding_config, nodes, {"Defaults": {"mem_mode": [
-        "internal_decoupled", "all"]}})
+    everywhere = quiet(
+        apply_folding_config, nodes, {"Defaults": {"mem_mode": ["internal_decoupled", "all"]}}
+    )
     assert all(n["mem_mode"] == "internal_decoupled" for n in everywhere)
 
 
@@ -113,8 +121,11 @@ def test_weight_width_limit_is_opt_in(finn_example):
     nodes, config = finn_example("tfc-w1a1")
     folded = quiet(apply_folding_config, nodes, config)
     # finn-examples' TFC streams 49 x 1-bit weights per PE, above SetFolding's default 36
-    with pytest.raises(FoldingError, match=r"SIMD=49 x weight bits 1 = 49 exceeds "
-                                           r"mvau_wwidth_max=36"):
+    with pytest.raises(
+        FoldingError,
+        match=r"SIMD=49 x weight bits 1 = 49 exceeds "
+        r"mvau_wwidth_max=36",
+    ):
         validate_folding(folded, mvau_wwidth_max=36)
     validate_folding(folded, mvau_wwidth_max=64)
 
@@ -122,8 +133,11 @@ def test_weight_width_limit_is_opt_in(finn_example):
 def test_swg_parallel_window_rule(finn_example):
     nodes, _ = finn_example("cnv-w1a1")
     with pytest.raises(FoldingError, match="SIMD=32, IFMChannels=64"):
-        quiet(apply_folding_config, nodes, {"ConvolutionInputGenerator_rtl_1": {
-            "SIMD": 32, "parallel_window": 1}})
+        quiet(
+            apply_folding_config,
+            nodes,
+            {"ConvolutionInputGenerator_rtl_1": {"SIMD": 32, "parallel_window": 1}},
+        )
 
 
 def test_target_cycles_like_finn():
@@ -220,8 +234,9 @@ def test_fold_to_fit_stops_at_the_fastest_bottleneck(finn_example):
 def test_fold_to_fit_refuses_network_that_cannot_fit(finn_example):
     nodes, _ = finn_example("cnv-w1a1")
     board = get_board("pynq-z2")
-    with pytest.raises(BudgetExceededError, match="does not fit pynq-z2 even fully folded.*"
-                                                  "LUT [0-9]+ > 532") as e:
+    with pytest.raises(
+        BudgetExceededError, match="does not fit pynq-z2 even fully folded.*LUT [0-9]+ > 532"
+    ) as e:
         fold_to_fit(nodes, board, utilization=0.01)
     assert e.value.budget["LUT"] == pytest.approx(532)
     assert e.value.needed["LUT"] > 532

@@ -60,8 +60,9 @@ def node_doc(doc: dict, name: str) -> dict:
 def test_round_trip_gives_identical_outputs(tmp_path, spec):
     g = graph(spec)
     loaded = Graph.load(g.save(tmp_path / spec))
-    assert [(n.name, n.op, n.inputs, n.outputs) for n in loaded.nodes] == \
-        [(n.name, n.op, n.inputs, n.outputs) for n in g.nodes]
+    assert [(n.name, n.op, n.inputs, n.outputs) for n in loaded.nodes] == [
+        (n.name, n.op, n.inputs, n.outputs) for n in g.nodes
+    ]
     assert loaded.tensors == g.tensors and loaded.meta == g.meta
     x = np.random.default_rng(0).integers(0, 256, (32, 8, 8, 1), dtype=np.uint8)
     before, after = execute(g, x, keep=True), execute(loaded, x, keep=True)
@@ -77,10 +78,13 @@ def test_corrupt_json(saved):
         Graph.load(jpath)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("schema", "onnx", r"not an hwbed graph \(schema field\)"),
-    ("version", 2, "schema version 2, expected 1"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("schema", "onnx", r"not an hwbed graph \(schema field\)"),
+        ("version", 2, "schema version 2, expected 1"),
+    ],
+)
 def test_wrong_schema_or_version(saved, field, value, message):
     jpath, _ = saved
     edit_json(jpath, lambda d: d.update({field: value}))
@@ -98,8 +102,11 @@ def test_missing_param(saved):
 def test_param_shape_differs_from_json(saved):
     jpath, npath = saved
     edit_npz(npath, lambda a: a.update({"MVAU_hls_1/weights": a["MVAU_hls_1/weights"][:-1]}))
-    with pytest.raises(GraphError, match=r"node MVAU_hls_1: param 'weights' is int64\[63, 64\] "
-                                         r"in tfc.npz but the JSON says int64\[64, 64\]"):
+    with pytest.raises(
+        GraphError,
+        match=r"node MVAU_hls_1: param 'weights' is int64\[63, 64\] "
+        r"in tfc.npz but the JSON says int64\[64, 64\]",
+    ):
         Graph.load(jpath)
 
 
@@ -107,18 +114,25 @@ def test_param_shape_edited_consistently(saved):
     """JSON and NPZ agree, but the weights no longer match the node's MH x MW."""
     jpath, npath = saved
     edit_npz(npath, lambda a: a.update({"MVAU_hls_1/weights": a["MVAU_hls_1/weights"][:, :-1]}))
-    edit_json(jpath, lambda d: node_doc(d, "MVAU_hls_1")["params"]["weights"].update(
-        shape=[64, 63]))
-    with pytest.raises(GraphError, match=r"node MVAU_hls_1: field weights has shape \(64, 63\), "
-                                         r"expected \(MH=64, MW=64\)"):
+    edit_json(
+        jpath, lambda d: node_doc(d, "MVAU_hls_1")["params"]["weights"].update(shape=[64, 63])
+    )
+    with pytest.raises(
+        GraphError,
+        match=r"node MVAU_hls_1: field weights has shape \(64, 63\), "
+        r"expected \(MH=64, MW=64\)",
+    ):
         Graph.load(jpath)
 
 
 def test_acc_type_too_narrow(saved):
     jpath, _ = saved
     edit_json(jpath, lambda d: node_doc(d, "MVAU_hls_0")["attrs"].update(acc_type="INT4"))
-    with pytest.raises(GraphError, match=r"node MVAU_hls_0: field acc_type INT4 cannot hold the "
-                                         r"proven accumulator range -\d+\.\.\d+"):
+    with pytest.raises(
+        GraphError,
+        match=r"node MVAU_hls_0: field acc_type INT4 cannot hold the "
+        r"proven accumulator range -\d+\.\.\d+",
+    ):
         Graph.load(jpath)
 
 
@@ -127,8 +141,9 @@ def test_unsorted_thresholds(saved):
     key = "Thresholding_rtl_0/thresholds"
     assert (np.diff(np.load(npath)[key], axis=1) > 0).any()
     edit_npz(npath, lambda a: a.update({key: np.ascontiguousarray(a[key][:, ::-1])}))
-    with pytest.raises(GraphError,
-                       match="node Thresholding_rtl_0: field thresholds is not sorted per channel"):
+    with pytest.raises(
+        GraphError, match="node Thresholding_rtl_0: field thresholds is not sorted per channel"
+    ):
         Graph.load(jpath)
 
 
@@ -146,8 +161,11 @@ def test_tensor_used_before_produced(saved):
         d["nodes"][1], d["nodes"][2] = d["nodes"][2], d["nodes"][1]
 
     edit_json(jpath, swap)
-    with pytest.raises(GraphError, match=r"node MVAU_hls_1: input '\w+' is used before it is "
-                                         "produced"):
+    with pytest.raises(
+        GraphError,
+        match=r"node MVAU_hls_1: input '\w+' is used before it is "
+        "produced",
+    ):
         Graph.load(jpath)
 
 

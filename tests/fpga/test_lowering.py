@@ -68,8 +68,9 @@ PASS_GRAPHS = ["tfc-w1a1", "cnv-w1a1", "resnet20-xnor"]
 
 
 @pytest.mark.parametrize("spec", PASS_GRAPHS)
-@pytest.mark.parametrize("index", range(len(DEFAULT_PASSES)),
-                         ids=[type(p).__name__ for p in DEFAULT_PASSES])
+@pytest.mark.parametrize(
+    "index", range(len(DEFAULT_PASSES)), ids=[type(p).__name__ for p in DEFAULT_PASSES]
+)
 def test_pass_preserves_function(spec, index):
     graph = lowered(spec)[1]
     for p in DEFAULT_PASSES[:index]:
@@ -157,10 +158,13 @@ def test_finn_names_cover_folding_config(spec, finn_example):
 
 
 # -- refusals ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("spec, message", [
-    ("resnet20", "only quantized networks lower to an integer graph"),
-    ("tfc", "float BNN-PYNQ networks do not lower"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("resnet20", "only quantized networks lower to an integer graph"),
+        ("tfc", "float BNN-PYNQ networks do not lower"),
+    ],
+)
 def test_float_spec_is_refused(spec, message):
     from hwbed.models.zoo import build_model
 
@@ -179,18 +183,24 @@ def test_non_monotone_epilogue_is_refused(monkeypatch):
 
 def test_accumulator_wider_than_configured_is_refused():
     graph = lowered("cnv-w1a1")[2]
-    with pytest.raises(GraphError, match=r"node MVAU_hls_0: accumulator needs 13 bits "
-                                         r"\(range -\d+\.\.\d+\), more than the configured 8"):
+    with pytest.raises(
+        GraphError,
+        match=r"node MVAU_hls_0: accumulator needs 13 bits "
+        r"\(range -\d+\.\.\d+\), more than the configured 8",
+    ):
         InferAccumulatorWidths(max_bits=8).apply(graph)
     passes = (AbsorbThresholdsIntoMVAU(), InferAccumulatorWidths(max_bits=8), GiveFinnNames())
     with pytest.raises(GraphError, match="more than the configured 8"):
         lower(twin("cnv-w1a1"), "cnv-w1a1", SHAPES["cnv"], passes=passes)
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("tfc-w1a1", "tfc-w1a1: not a BNN-PYNQ network"),
-    ("resnet20-xnor", "resnet20-xnor: no lowering for Sequential"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("tfc-w1a1", "tfc-w1a1: not a BNN-PYNQ network"),
+        ("resnet20-xnor", "resnet20-xnor: no lowering for Sequential"),
+    ],
+)
 def test_unsupported_model_type_is_refused(spec, message):
     with pytest.raises(GraphError, match=message):
         lower(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), spec, (1, 8, 8))

@@ -57,19 +57,56 @@ def test_qonnx_equals_reference(spec, n):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec, n", [("tfc-w1a1", 64), ("resnet20-xnor", 8), ("cnv-w1a1", 4),
-                                     ("cnv-w2a2", 4), ("resnet20-abc3x3", 4),
-                                     ("resnet20-w4a4", 4)])
+@pytest.mark.parametrize(
+    "spec, n",
+    [
+        ("tfc-w1a1", 64),
+        ("resnet20-xnor", 8),
+        ("cnv-w1a1", 4),
+        ("cnv-w2a2", 4),
+        ("resnet20-abc3x3", 4),
+        ("resnet20-w4a4", 4),
+    ],
+)
 def test_qonnx_equals_reference_more(spec, n):
     assert_same(spec, n)
 
 
-@pytest.mark.parametrize("spec, ops", [
-    ("cnv-w1a1", {"MultiThreshold", "Im2Col", "MatMul", "XnorPopcountMatMul", "MaxPoolNHWC",
-                  "Reshape", "Mul", "Add", "Sub", "Div", "TopK"}),
-    ("resnet20-xnor", {"MultiThreshold", "Pad", "Im2Col", "MatMul", "Add", "Slice",
-                       "ReduceSum", "Mul", "TopK"}),
-])
+@pytest.mark.parametrize(
+    "spec, ops",
+    [
+        (
+            "cnv-w1a1",
+            {
+                "MultiThreshold",
+                "Im2Col",
+                "MatMul",
+                "XnorPopcountMatMul",
+                "MaxPoolNHWC",
+                "Reshape",
+                "Mul",
+                "Add",
+                "Sub",
+                "Div",
+                "TopK",
+            },
+        ),
+        (
+            "resnet20-xnor",
+            {
+                "MultiThreshold",
+                "Pad",
+                "Im2Col",
+                "MatMul",
+                "Add",
+                "Slice",
+                "ReduceSum",
+                "Mul",
+                "TopK",
+            },
+        ),
+    ],
+)
 def test_rendering_uses_qonnx_custom_ops(spec, ops):
     model = to_qonnx(graph(spec))
     used = {n.op_type for n in model.graph.node}
@@ -99,8 +136,11 @@ def test_wrong_annotation_is_caught_by_qonnx():
 def test_float32_inexact_accumulator_is_refused():
     g = copy.deepcopy(graph("tfc-w2a2"))
     g.node("MVAU_hls_1").params["weights"][0] = 2**20
-    with pytest.raises(GraphError, match=r"node MVAU_hls_1: proven partial-sum bound \d+ "
-                                         "reaches 2\\^24"):
+    with pytest.raises(
+        GraphError,
+        match=r"node MVAU_hls_1: proven partial-sum bound \d+ "
+        "reaches 2\\^24",
+    ):
         to_qonnx(g)
 
 

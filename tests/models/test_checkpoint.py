@@ -19,9 +19,18 @@ from hwbed.models.checkpoint import (
 from hwbed.models.spec import parse_spec
 from hwbed.models.zoo import build_model
 
-ROUND_TRIP = ["resnet20", "resnet20-xnor", "resnet20-abc3x3", "resnet20-w4a4",
-              "resnet20-prune-filter", "resnet20-prune-kernel", "resnet20-prune-weight30",
-              "cnv-w1a1", "tfc-w2a2", pytest.param("resnet18-xnor", marks=pytest.mark.slow)]
+ROUND_TRIP = [
+    "resnet20",
+    "resnet20-xnor",
+    "resnet20-abc3x3",
+    "resnet20-w4a4",
+    "resnet20-prune-filter",
+    "resnet20-prune-kernel",
+    "resnet20-prune-weight30",
+    "cnv-w1a1",
+    "tfc-w2a2",
+    pytest.param("resnet18-xnor", marks=pytest.mark.slow),
+]
 
 
 def _shape(spec):
@@ -127,6 +136,7 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
 
 # --- corrupt or mismatched files -----------------------------------------------------------
 
+
 @pytest.fixture
 def good(tmp_path):
     torch.manual_seed(3)
@@ -157,8 +167,13 @@ def test_truncated_file(tmp_path, good):
 
 def test_random_bytes(tmp_path):
     bad = tmp_path / "random.pt"
-    bad.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0),
-                                  dtype=torch.uint8).numpy().tobytes())
+    bad.write_bytes(
+        torch.randint(
+            0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+        )
+        .numpy()
+        .tobytes()
+    )
     _expect_error(bad, "not a readable checkpoint")
 
 
@@ -188,8 +203,9 @@ def test_pickled_module_is_refused(tmp_path):
 
 
 def test_spec_mismatch(good):
-    _expect_error(good, "holds a resnet20 network", "not resnet20-xnor",
-                  expect_spec="resnet20-xnor")
+    _expect_error(
+        good, "holds a resnet20 network", "not resnet20-xnor", expect_spec="resnet20-xnor"
+    )
     load_checkpoint(good, expect_spec="resnet20-vanilla")  # same spec, other spelling
 
 
@@ -204,15 +220,19 @@ def _rewrite(src, dst, **changes):
 
 def test_state_dict_of_another_architecture(tmp_path, good):
     other = build_model("resnet32", 1, 8, 8, 10).state_dict()
-    _expect_error(_rewrite(good, tmp_path / "arch.pt", state_dict=other),
-                  "does not fit a resnet20 network")
+    _expect_error(
+        _rewrite(good, tmp_path / "arch.pt", state_dict=other), "does not fit a resnet20 network"
+    )
     xnor = build_model("resnet20-xnor", 1, 8, 8, 10)
     _train_steps(xnor, (1, 8, 8), 1)
-    _expect_error(_rewrite(good, tmp_path / "xnor.pt", state_dict=xnor.state_dict()),
-                  "does not fit a resnet20 network")
+    _expect_error(
+        _rewrite(good, tmp_path / "xnor.pt", state_dict=xnor.state_dict()),
+        "does not fit a resnet20 network",
+    )
     wide = build_model("resnet20", 1, 8, 8, 12).state_dict()  # classifier of another shape
-    _expect_error(_rewrite(good, tmp_path / "classes.pt", state_dict=wide),
-                  "does not fit a resnet20 network")
+    _expect_error(
+        _rewrite(good, tmp_path / "classes.pt", state_dict=wide), "does not fit a resnet20 network"
+    )
 
 
 def test_missing_keys_are_an_error(tmp_path, good):

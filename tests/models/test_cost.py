@@ -149,22 +149,29 @@ def test_tfc_w1a1_by_hand():
     ncc = first + 2 * hidden / 48 + last
     cost = _cost("tfc-w1a1")
     _check(cost, params, bits, macs, ncc)
-    assert [r.precision for r in cost.layers if r.kind == "linear"] == \
-        ["fp32", "binary", "binary", "fp32"]
+    assert [r.precision for r in cost.layers if r.kind == "linear"] == [
+        "fp32",
+        "binary",
+        "binary",
+        "fp32",
+    ]
 
 
 def test_tfc_w2a2_counts_multibit_macs_fully():
     first, hidden, last = 64 * 64, 64 * 64, 64 * 10
     cost = _cost("tfc-w2a2")
     assert cost.ncc_m == pytest.approx((first + 2 * hidden + last) / 1e6)
-    assert [r.precision for r in cost.layers if r.kind == "linear"] == \
-        ["fp32", "int2", "int2", "fp32"]
+    assert [r.precision for r in cost.layers if r.kind == "linear"] == [
+        "fp32",
+        "int2",
+        "int2",
+        "fp32",
+    ]
 
 
 def test_cnv_w1a1_macs():
     # CNV: 3x3 valid convs 3-64-64 | pool | 64-128-128 | pool | 128-256-256, FC 256-512-512-10
-    convs = [(3, 64, 30), (64, 64, 28), (64, 128, 12), (128, 128, 10), (128, 256, 3),
-             (256, 256, 1)]
+    convs = [(3, 64, 30), (64, 64, 28), (64, 128, 12), (128, 128, 10), (128, 256, 3), (256, 256, 1)]
     fcs = [(256, 512), (512, 512), (512, 10)]
     macs = sum(ci * co * 9 * s * s for ci, co, s in convs) + sum(i * o for i, o in fcs)
     binary = macs - 3 * 64 * 9 * 900 - 5120
@@ -183,8 +190,9 @@ def test_resnet18_xnor_keeps_downsampling_convs_full_precision():
         assert r.memory_mb == pytest.approx(32 * cin * cout / MB)
         assert r.ncc_m == pytest.approx(r.macs / 1e6)
     abc = _cost("resnet18-abc1x1", (3, 32, 32))
-    assert all(r.precision == "abc1x1" for r in abc.layers if ".shortcut." in r.name
-               and r.kind == "conv")
+    assert all(
+        r.precision == "abc1x1" for r in abc.layers if ".shortcut." in r.name and r.kind == "conv"
+    )
 
 
 def test_binary_networks_are_cheaper():

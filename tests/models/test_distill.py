@@ -24,8 +24,9 @@ def _hand_kd(s, t, labels, temperature, alpha):
     return loss
 
 
-@pytest.mark.parametrize(("temperature", "alpha"),
-                         [(30.0, 1.0), (1.0, 1.0), (4.0, 0.7), (2.5, 0.0)])
+@pytest.mark.parametrize(
+    ("temperature", "alpha"), [(30.0, 1.0), (1.0, 1.0), (4.0, 0.7), (2.5, 0.0)]
+)
 def test_kd_loss_matches_hand_computation(temperature, alpha):
     rng = np.random.default_rng(0)
     s = rng.normal(0, 3, (5, 10))

@@ -25,16 +25,23 @@ def _trained_like(arch: str = "resnet20", channels: int = 1, seed: int = 0) -> R
     return model.eval()
 
 
-@pytest.mark.parametrize(("n", "rate", "keep"), [(16, 0.5, 8), (16, 0.3, 12), (32, 0.3, 23),
-                                                  (64, 0.3, 45), (3, 0.99, 1), (10, 0.01, 10)])
+@pytest.mark.parametrize(
+    ("n", "rate", "keep"),
+    [(16, 0.5, 8), (16, 0.3, 12), (32, 0.3, 23), (64, 0.3, 45), (3, 0.99, 1), (10, 0.01, 10)],
+)
 def test_keep_count(n, rate, keep):
     assert keep_count(n, rate) == keep
 
 
-@pytest.mark.parametrize(("granularity", "rate", "widths"), [
-    ("filter", 50, (8, 16, 32)), ("channel", 50, (8, 16, 32)),
-    ("filter", 30, (12, 23, 45)), ("channel", 75, (4, 8, 16)),
-])
+@pytest.mark.parametrize(
+    ("granularity", "rate", "widths"),
+    [
+        ("filter", 50, (8, 16, 32)),
+        ("channel", 50, (8, 16, 32)),
+        ("filter", 30, (12, 23, 45)),
+        ("channel", 75, (4, 8, 16)),
+    ],
+)
 def test_structured_pruning_shrinks_each_block(granularity, rate, widths):
     base = _trained_like()
     pruned = prune_model(base, parse_spec(f"resnet20-prune-{granularity}{rate}"))
@@ -100,8 +107,11 @@ def test_pruned_output_equals_original_when_removed_structures_were_dead(granula
     # control: with live channels the pruned network differs
     live = _trained_like(seed=5)
     with torch.no_grad():
-        assert not torch.allclose(prune_model(live, parse_spec(f"resnet20-prune-{granularity}"))
-                                  .eval()(x), live(x), atol=1e-4)
+        assert not torch.allclose(
+            prune_model(live, parse_spec(f"resnet20-prune-{granularity}")).eval()(x),
+            live(x),
+            atol=1e-4,
+        )
 
 
 def test_bottleneck_filter_pruning_shrinks_both_mid_widths():
@@ -116,8 +126,9 @@ def test_bottleneck_filter_pruning_shrinks_both_mid_widths():
         assert pruned.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
 
-@pytest.mark.parametrize(("granularity", "rate"), [("kernel", 50), ("kernel", 30),
-                                                   ("weight", 50), ("weight", 90)])
+@pytest.mark.parametrize(
+    ("granularity", "rate"), [("kernel", 50), ("kernel", 30), ("weight", 50), ("weight", 90)]
+)
 def test_masks_zero_exactly_the_rate_of_the_lowest_l2(granularity, rate):
     base = _trained_like(seed=7)
     pruned = prune_model(base, parse_spec(f"resnet20-prune-{granularity}{rate}"))
@@ -174,8 +185,7 @@ def test_masked_weights_stay_zero_after_optimizer_steps(granularity):
     before = {id(c): c.weight_orig.detach().clone() for c in inner_convs(model)}
     opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=5e-4)
     for _ in range(2):
-        loss = torch.nn.functional.cross_entropy(model(torch.rand(8, 1, 8, 8)),
-                                                 torch.arange(8))
+        loss = torch.nn.functional.cross_entropy(model(torch.rand(8, 1, 8, 8)), torch.arange(8))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -14,8 +14,17 @@ from hwbed.models.training import TrainConfig, train
 
 
 def _cfg(tmp_path, model="resnet20", name="run", **kw):
-    base = dict(model=model, data="digits", epochs=2, batch_size=32, limit=64, seed=0,
-                out=str(tmp_path / name), progress=False, device="cpu")
+    base = dict(
+        model=model,
+        data="digits",
+        epochs=2,
+        batch_size=32,
+        limit=64,
+        seed=0,
+        out=str(tmp_path / name),
+        progress=False,
+        device="cpu",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -60,8 +69,9 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
     train(_cfg(tmp_path, name="straight"))
     resumed, _ = load_checkpoint(ckpt)
     straight, _ = load_checkpoint(tmp_path / "straight" / "model.pt")
-    for (name, a), b in zip(resumed.state_dict().items(), straight.state_dict().values(),
-                            strict=True):
+    for (name, a), b in zip(
+        resumed.state_dict().items(), straight.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
 
 
@@ -107,8 +117,10 @@ def test_model_card_contents(tmp_path):
     model, meta = load_checkpoint(ckpt)
     assert meta.card["test_accuracy"] == card["test_accuracy"]
     # the reported accuracy is the accuracy of the saved network
-    assert training.evaluate(model, training.Batches(*_test_split(), 256), torch.device("cpu")) \
+    assert (
+        training.evaluate(model, training.Batches(*_test_split(), 256), torch.device("cpu"))
         == card["test_accuracy"]
+    )
 
 
 def _test_split():
@@ -132,8 +144,16 @@ def test_kd_without_teacher_errors_clearly(tmp_path):
 
 def test_kd_with_teacher(tmp_path):
     teacher = train(_cfg(tmp_path, model="tfc", name="teacher", epochs=1))
-    ckpt = train(_cfg(tmp_path, model="tfc-kd", name="student", epochs=1, teacher=str(teacher),
-                      kd_temperature=4.0))
+    ckpt = train(
+        _cfg(
+            tmp_path,
+            model="tfc-kd",
+            name="student",
+            epochs=1,
+            teacher=str(teacher),
+            kd_temperature=4.0,
+        )
+    )
     card = json.loads(ckpt.with_suffix(".json").read_text())
     assert card["spec"] == "tfc-kd" and card["settings"]["teacher"] == str(teacher)
     assert card["settings"]["kd_temperature"] == 4.0
@@ -142,8 +162,11 @@ def test_kd_with_teacher(tmp_path):
 def test_kd_teacher_on_other_data_is_refused(tmp_path):
     teacher = train(_cfg(tmp_path, model="tfc", name="teacher", epochs=1))
     with pytest.raises(ValueError, match="trained on digits"):
-        train(_cfg(tmp_path, model="tfc-kd", data="synthetic", name="s", epochs=1,
-                   teacher=str(teacher)))
+        train(
+            _cfg(
+                tmp_path, model="tfc-kd", data="synthetic", name="s", epochs=1, teacher=str(teacher)
+            )
+        )
 
 
 def test_prune_spec_pretrains_prunes_and_fine_tunes(tmp_path):
@@ -157,8 +180,9 @@ def test_prune_spec_pretrains_prunes_and_fine_tunes(tmp_path):
         assert (conv.weight[conv.weight_mask == 0] == 0).all()
         # the kept weights started from the pretrained ones: they stay close after one epoch
         kept = conv.weight_mask.bool()
-        assert (conv.weight[kept] - conv0.weight[kept]).abs().mean() < \
-            conv0.weight[kept].abs().mean()
+        assert (conv.weight[kept] - conv0.weight[kept]).abs().mean() < conv0.weight[
+            kept
+        ].abs().mean()
 
 
 def test_out_dir_holding_another_spec_is_refused(tmp_path):
@@ -168,5 +192,7 @@ def test_out_dir_holding_another_spec_is_refused(tmp_path):
 
 
 def test_default_output_dir():
-    assert str(TrainConfig(model="resnet20-prune-filter", data="digits", seed=2).output_dir()) \
+    assert (
+        str(TrainConfig(model="resnet20-prune-filter", data="digits", seed=2).output_dir())
         == "runs/resnet20-prune-filter50-digits-s2"
+    )

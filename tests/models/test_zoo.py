@@ -14,8 +14,21 @@ from hwbed.models.spec import BNN_PYNQ, CIFAR_RESNETS, IMAGENET_RESNETS, SpecErr
 from hwbed.models.zoo import arch_config, build_model, input_size
 
 RESNET_VARIANTS = (
-    "", "-vanilla", "-kd", "-prune-filter", "-prune-channel30", "-prune-kernel", "-prune-weight",
-    "-xnor", "-abc1x1", "-abc3x3", "-abc5x5", "-w2a2", "-w4a4", "-w8a8", "-w2a8",
+    "",
+    "-vanilla",
+    "-kd",
+    "-prune-filter",
+    "-prune-channel30",
+    "-prune-kernel",
+    "-prune-weight",
+    "-xnor",
+    "-abc1x1",
+    "-abc3x3",
+    "-abc5x5",
+    "-w2a2",
+    "-w4a4",
+    "-w8a8",
+    "-w2a8",
 )
 BNN_VARIANTS = ("", "-kd", "-w1a1", "-w1a2", "-w2a2", "-w4a4")
 # The default run covers every variant kind on every architecture family; the full cross
@@ -26,13 +39,23 @@ DEFAULT = {
     "resnet32": {"", "-xnor"},
     "resnet44": {"", "-prune-filter"},
     "resnet56": {"", "-prune-channel30"},
-    "resnet18": {"", "-kd", "-prune-filter", "-prune-channel30", "-prune-kernel",
-                 "-prune-weight", "-xnor", "-abc1x1", "-w4a4"},
+    "resnet18": {
+        "",
+        "-kd",
+        "-prune-filter",
+        "-prune-channel30",
+        "-prune-kernel",
+        "-prune-weight",
+        "-xnor",
+        "-abc1x1",
+        "-w4a4",
+    },
     "resnet50": {"", "-prune-filter", "-prune-kernel", "-xnor"},
 }
 ALL_SPECS = [
     pytest.param(arch + v, marks=[] if v in DEFAULT[arch] else [pytest.mark.slow])
-    for arch in (*CIFAR_RESNETS, *IMAGENET_RESNETS) for v in RESNET_VARIANTS
+    for arch in (*CIFAR_RESNETS, *IMAGENET_RESNETS)
+    for v in RESNET_VARIANTS
 ] + [arch + v for arch in BNN_PYNQ for v in BNN_VARIANTS]
 
 
@@ -77,8 +100,17 @@ def test_build_model_rejects_bad_spec():
         build_model("resnet20-w1a1", 1, 8, 8, 10)
 
 
-@pytest.mark.parametrize(("arch", "blocks"), [("resnet20", 9), ("resnet32", 15), ("resnet44", 21),
-                                              ("resnet56", 27), ("resnet18", 8), ("resnet50", 16)])
+@pytest.mark.parametrize(
+    ("arch", "blocks"),
+    [
+        ("resnet20", 9),
+        ("resnet32", 15),
+        ("resnet44", 21),
+        ("resnet56", 27),
+        ("resnet18", 8),
+        ("resnet50", 16),
+    ],
+)
 def test_resnet_depths(arch, blocks):
     model = build_model(arch, 3, 32, 32, 10)
     assert len(model.blocks) == blocks
@@ -122,10 +154,22 @@ def test_variant_layers():
 
 # --- STE gradients -------------------------------------------------------------------------
 
-GRAD_SPECS = ["resnet20", "resnet20-prune-filter", "resnet20-prune-kernel", "resnet20-xnor",
-              "resnet20-abc1x1", "resnet20-abc3x3", "resnet20-w4a4", "resnet18-xnor",
-              "resnet18-abc1x1", "cnv-w1a1", "cnv-w2a2", "tfc-w1a1", "sfc",
-              pytest.param("resnet50-w2a2", marks=pytest.mark.slow)]
+GRAD_SPECS = [
+    "resnet20",
+    "resnet20-prune-filter",
+    "resnet20-prune-kernel",
+    "resnet20-xnor",
+    "resnet20-abc1x1",
+    "resnet20-abc3x3",
+    "resnet20-w4a4",
+    "resnet18-xnor",
+    "resnet18-abc1x1",
+    "cnv-w1a1",
+    "cnv-w2a2",
+    "tfc-w1a1",
+    "sfc",
+    pytest.param("resnet50-w2a2", marks=pytest.mark.slow),
+]
 
 
 @pytest.mark.parametrize("spec", GRAD_SPECS)
@@ -166,14 +210,17 @@ def test_xnor_latent_weight_gradient_is_straight_through():
     layer = XnorConv2d(3, 4, 3, 1, 1)
     x = torch.randn(2, 3, 5, 5).sign()
     w = layer.weight.detach().clone().requires_grad_(True)
-    ref = (F.conv2d(x, w + (w.sign() - w).detach(), padding=1)
-           * w.abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1)).sum()
+    ref = (
+        F.conv2d(x, w + (w.sign() - w).detach(), padding=1)
+        * w.abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1)
+    ).sum()
     ref.backward()
     layer(x).sum().backward()
     torch.testing.assert_close(layer.weight.grad, w.grad)
 
 
 # --- export-ready eval mode ----------------------------------------------------------------
+
 
 def _binary_act_outputs(model):
     outs, hooks = [], []
@@ -183,8 +230,18 @@ def _binary_act_outputs(model):
     return outs, hooks
 
 
-@pytest.mark.parametrize("spec", ["resnet20-xnor", "resnet20-abc3x3", "resnet18-xnor",
-                                  "resnet18-abc1x1", "cnv-w1a1", "tfc-w1a1", "sfc-w1a1"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "resnet20-xnor",
+        "resnet20-abc3x3",
+        "resnet18-xnor",
+        "resnet18-abc1x1",
+        "cnv-w1a1",
+        "tfc-w1a1",
+        "sfc-w1a1",
+    ],
+)
 def test_eval_binary_activations_are_exactly_pm1(spec, calibrated):
     torch.manual_seed(3)
     shape = _shape(spec)
@@ -202,9 +259,21 @@ def test_eval_binary_activations_are_exactly_pm1(spec, calibrated):
         assert (o == 1).any() and (o == -1).any()
 
 
-@pytest.mark.parametrize("spec", ["resnet20", "resnet20-xnor", "resnet20-abc3x3", "resnet20-w4a4",
-                                  "resnet20-prune-filter", "resnet20-prune-weight", "cnv-w1a1",
-                                  "cnv", "tfc-w1a1", "resnet18-xnor"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "resnet20",
+        "resnet20-xnor",
+        "resnet20-abc3x3",
+        "resnet20-w4a4",
+        "resnet20-prune-filter",
+        "resnet20-prune-weight",
+        "cnv-w1a1",
+        "cnv",
+        "tfc-w1a1",
+        "resnet18-xnor",
+    ],
+)
 def test_eval_outputs_are_deterministic(spec, calibrated):
     torch.manual_seed(4)
     shape = _shape(spec)
@@ -300,8 +369,11 @@ def test_abc_output_is_integer_inside_a_network(calibrated):
     calibrated(model, torch.rand(8, 1, 8, 8))
     model.eval()
     outs = []
-    hooks = [m.register_forward_hook(lambda mod, _i, o: outs.append((mod, o)))
-             for m in model.modules() if isinstance(m, AbcConv2d)]
+    hooks = [
+        m.register_forward_hook(lambda mod, _i, o: outs.append((mod, o)))
+        for m in model.modules()
+        if isinstance(m, AbcConv2d)
+    ]
     with torch.no_grad():
         model(torch.rand(3, 1, 8, 8))
     for h in hooks:

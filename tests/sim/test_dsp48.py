@@ -48,12 +48,26 @@ def test_opmode_encoding():
 
 # --- port ranges --------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("port", "value"), [
-    ("a", 1 << 30), ("a", -(1 << 29) - 1), ("b", 1 << 18), ("b", -(1 << 17) - 1),
-    ("c", 1 << 48), ("d", 1 << 25), ("pcin", -(1 << 47) - 1), ("carryin", 2),
-    ("carrycascin", -2), ("opmode", 128), ("alumode", 16), ("inmode", -1), ("carryinsel", 8),
-    ("p", 1 << 48),
-])
+
+@pytest.mark.parametrize(
+    ("port", "value"),
+    [
+        ("a", 1 << 30),
+        ("a", -(1 << 29) - 1),
+        ("b", 1 << 18),
+        ("b", -(1 << 17) - 1),
+        ("c", 1 << 48),
+        ("d", 1 << 25),
+        ("pcin", -(1 << 47) - 1),
+        ("carryin", 2),
+        ("carrycascin", -2),
+        ("opmode", 128),
+        ("alumode", 16),
+        ("inmode", -1),
+        ("carryinsel", 8),
+        ("p", 1 << 48),
+    ],
+)
 def test_out_of_range_port_raises_naming_it(port, value):
     with pytest.raises(ValueError, match=f"port {port.upper()} "):
         step(E1, **{"opmode": MAC, port: value})
@@ -82,9 +96,15 @@ def test_non_integer_port_raises():
 
 # --- multiplier, pre-adder, wrap -------------------------------------------------------------
 
+
 def test_multiplier_hand_cases():
-    r = step(E1, opmode=MAC_C, a=[3, -(1 << 24), (0b10101 << 25) | 5, 1 << 24],
-             b=[-5, -(1 << 17), 7, 1], c=7)
+    r = step(
+        E1,
+        opmode=MAC_C,
+        a=[3, -(1 << 24), (0b10101 << 25) | 5, 1 << 24],
+        b=[-5, -(1 << 17), 7, 1],
+        c=7,
+    )
     # A[29:25] is ignored by the 25x18 multiplier; A[24] is its sign bit.
     assert r.p.tolist() == [-8, (1 << 41) + 7, 42, -(1 << 24) + 7]
 
@@ -105,36 +125,42 @@ def test_accumulation_wraps_at_48_bits():
     assert accumulate(E1, [1], [1], p0=(1 << 47) - 1) == -(1 << 47)
 
 
-@pytest.mark.parametrize(("inmode", "d", "a", "expected_ad"), [
-    (INMODE_D_PLUS_A, 5, 3, 8),
-    (INMODE_D_MINUS_A, 5, 3, 2),
-    (INMODE_D, 5, 3, 5),
-    (0b01000, 5, 3, -3),  # D disabled, subtract: -A
-    (0b01110, 5, 3, 5),  # D - 0
-    (INMODE_ZERO_A, 5, 3, 0),
-    (INMODE_D_PLUS_A, (1 << 24) - 1, 1, -(1 << 24)),  # wraps at 25 bits
-    (INMODE_D_MINUS_A, -(1 << 24), 1, (1 << 24) - 1),
-    (INMODE_D_PLUS_A, 0, (0b11111 << 25) | 7, 7),  # A[29:25] ignored
-])
+@pytest.mark.parametrize(
+    ("inmode", "d", "a", "expected_ad"),
+    [
+        (INMODE_D_PLUS_A, 5, 3, 8),
+        (INMODE_D_MINUS_A, 5, 3, 2),
+        (INMODE_D, 5, 3, 5),
+        (0b01000, 5, 3, -3),  # D disabled, subtract: -A
+        (0b01110, 5, 3, 5),  # D - 0
+        (INMODE_ZERO_A, 5, 3, 0),
+        (INMODE_D_PLUS_A, (1 << 24) - 1, 1, -(1 << 24)),  # wraps at 25 bits
+        (INMODE_D_MINUS_A, -(1 << 24), 1, (1 << 24) - 1),
+        (INMODE_D_PLUS_A, 0, (0b11111 << 25) | 7, 7),  # A[29:25] ignored
+    ],
+)
 def test_preadder(inmode, d, a, expected_ad):
     assert step(PRE1, opmode=MAC, inmode=inmode, a=a, d=d, b=3).p == 3 * expected_ad
 
 
 def test_e2_preadder_wraps_at_27_bits():
     pre2 = SliceConfig(Family.E2, use_preadder=True)
-    assert step(pre2, opmode=MAC, inmode=INMODE_D_PLUS_A, a=1, d=(1 << 26) - 1, b=1).p == -(
-        1 << 26)
+    assert step(pre2, opmode=MAC, inmode=INMODE_D_PLUS_A, a=1, d=(1 << 26) - 1, b=1).p == -(1 << 26)
     assert step(pre2, opmode=MAC, inmode=INMODE_D_PLUS_A, a=1, d=(1 << 24) - 1, b=1).p == 1 << 24
 
 
 # --- ALU ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("alumode", "expected"), [
-    (AluMode.ADD, 10 + 3 + 1),
-    (AluMode.NOTZ_ADD, -10 + (3 + 1) - 1),
-    (AluMode.NOT_ADD, -10 - 3 - 1 - 1),
-    (AluMode.SUB, 10 - (3 + 1)),
-])
+
+@pytest.mark.parametrize(
+    ("alumode", "expected"),
+    [
+        (AluMode.ADD, 10 + 3 + 1),
+        (AluMode.NOTZ_ADD, -10 + (3 + 1) - 1),
+        (AluMode.NOT_ADD, -10 - 3 - 1 - 1),
+        (AluMode.SUB, 10 - (3 + 1)),
+    ],
+)
 def test_arithmetic_alumodes(alumode, expected):
     assert step(NOMULT, opmode=C_PLUS_AB, alumode=alumode, c=10, b=3, carryin=1).p == expected
 
@@ -151,12 +177,25 @@ def test_logic_unit_table(key):
     ab = rng.integers(0, 1 << 48, size=200, dtype=np.int64)
     c = rng.integers(0, 1 << 48, size=200, dtype=np.int64)
     y = YSel.ONES if y_ones else YSel.ZERO
-    r = step(NOMULT, opmode=opmode(XSel.AB, y, ZSel.C), alumode=alumode, a=ab >> 18,
-             b=ab & 0x3FFFF, c=c, carryin=1)
+    r = step(
+        NOMULT,
+        opmode=opmode(XSel.AB, y, ZSel.C),
+        alumode=alumode,
+        a=ab >> 18,
+        b=ab & 0x3FFFF,
+        c=c,
+        carryin=1,
+    )
     expected = {
-        LogicOp.XOR: ab ^ c, LogicOp.XNOR: ~(ab ^ c), LogicOp.AND: ab & c,
-        LogicOp.AND_NOT_Z: ab & ~c, LogicOp.NAND: ~(ab & c), LogicOp.NOT_X_OR_Z: ~ab | c,
-        LogicOp.OR: ab | c, LogicOp.OR_NOT_Z: ab | ~c, LogicOp.NOR: ~(ab | c),
+        LogicOp.XOR: ab ^ c,
+        LogicOp.XNOR: ~(ab ^ c),
+        LogicOp.AND: ab & c,
+        LogicOp.AND_NOT_Z: ab & ~c,
+        LogicOp.NAND: ~(ab & c),
+        LogicOp.NOT_X_OR_Z: ~ab | c,
+        LogicOp.OR: ab | c,
+        LogicOp.OR_NOT_Z: ab | ~c,
+        LogicOp.NOR: ~(ab | c),
         LogicOp.NOT_X_AND_Z: ~ab & c,
     }[LOGIC_TABLE[key]] & P_MASK
     assert np.array_equal(r.p_bits, expected)
@@ -167,9 +206,14 @@ def test_xnor_48_bits_and_logic_mode_helper():
     y, alumode = logic_mode(LogicOp.XNOR)
     assert (y, alumode) == (YSel.ZERO, 0b0100 | 0b0001)
     ab, c = 0x0123_4567_89AB, 0x0123_4567_89AB ^ 0x8000_0000_0001
-    r = step(SliceConfig(Family.E1, use_mult=False, pattern=P_MASK, mask=0),
-             opmode=opmode(XSel.AB, y, ZSel.C), alumode=alumode, a=ab >> 18, b=ab & 0x3FFFF,
-             c=[c, ab])
+    r = step(
+        SliceConfig(Family.E1, use_mult=False, pattern=P_MASK, mask=0),
+        opmode=opmode(XSel.AB, y, ZSel.C),
+        alumode=alumode,
+        a=ab >> 18,
+        b=ab & 0x3FFFF,
+        c=[c, ab],
+    )
     assert r.p_bits.tolist() == [P_MASK ^ 0x8000_0000_0001, P_MASK]
     assert r.patterndetect.tolist() == [False, True]  # all 48 bits matched
     for op in LogicOp:
@@ -178,6 +222,7 @@ def test_xnor_48_bits_and_logic_mode_helper():
 
 
 # --- SIMD and CARRYOUT --------------------------------------------------------------------
+
 
 def _ab(x):
     return {"a": x >> 18, "b": x & 0x3FFFF}
@@ -223,6 +268,7 @@ def test_carryout_undefined_with_multiply():
 
 # --- Z shifts, carry-in sources, pattern detect ------------------------------------------
 
+
 def test_shifted_z_sign_extends():
     r = step(E1, opmode=opmode(XSel.ZERO, YSel.ZERO, ZSel.P_SHR17), p=-(1 << 40))
     assert r.p == -(1 << 23)
@@ -230,23 +276,31 @@ def test_shifted_z_sign_extends():
     assert r.p == (1 << 30) - 1
 
 
-@pytest.mark.parametrize(("carryinsel", "kwargs", "cin"), [
-    (0b000, {"carryin": 1}, 1),
-    (0b001, {"pcin": -1}, 0),
-    (0b011, {"pcin": -1}, 1),
-    (0b101, {"p": 5}, 1),
-    (0b111, {"p": 5}, 0),
-    (0b110, {"a": -3, "b": 5}, 0),  # A[24] XNOR B[17]: signs differ
-    (0b110, {"a": -3, "b": -5}, 1),
-])
+@pytest.mark.parametrize(
+    ("carryinsel", "kwargs", "cin"),
+    [
+        (0b000, {"carryin": 1}, 1),
+        (0b001, {"pcin": -1}, 0),
+        (0b011, {"pcin": -1}, 1),
+        (0b101, {"p": 5}, 1),
+        (0b111, {"p": 5}, 0),
+        (0b110, {"a": -3, "b": 5}, 0),  # A[24] XNOR B[17]: signs differ
+        (0b110, {"a": -3, "b": -5}, 1),
+    ],
+)
 def test_carryinsel(carryinsel, kwargs, cin):
     r = step(E1, opmode=MAC, carryinsel=carryinsel, **kwargs)
     assert r.p == to_signed(kwargs.get("a", 0), 25) * to_signed(kwargs.get("b", 0), 18) + cin
 
 
 def test_carrycascin_and_macc_extend():
-    r = step(NOMULT, opmode=opmode(XSel.ZERO, YSel.ONES, ZSel.P_MACC), carryinsel=0b010,
-             carrycascin=1, p=7)
+    r = step(
+        NOMULT,
+        opmode=opmode(XSel.ZERO, YSel.ONES, ZSel.P_MACC),
+        carryinsel=0b010,
+        carrycascin=1,
+        p=7,
+    )
     assert r.p == 7
 
 
@@ -258,11 +312,13 @@ def test_pattern_detect_overflow_idiom():
 
 # --- E2 W multiplexer ---------------------------------------------------------------------
 
+
 def test_e2_w_mux():
     cfg = SliceConfig(Family.E2, use_mult=False, rnd=1 << 20)
     base = opmode(XSel.AB, YSel.ZERO, ZSel.C)
-    r = step(cfg, opmode=[base | WSel.C << 7, base | WSel.RND << 7, base | WSel.P << 7],
-             c=10, b=3, p=100)
+    r = step(
+        cfg, opmode=[base | WSel.C << 7, base | WSel.RND << 7, base | WSel.P << 7], c=10, b=3, p=100
+    )
     assert r.p.tolist() == [23, 13 + (1 << 20), 113]
     assert r.carryout_valid.tolist() == [0, 0, 0]
     sub = step(cfg, opmode=base | WSel.C << 7, alumode=AluMode.SUB, c=10, b=3, carryin=1)
@@ -271,40 +327,51 @@ def test_e2_w_mux():
 
 # --- DRC ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("cfg", "kwargs", "match"), [
-    (E1, {"opmode": 0b0000001}, "X=M requires Y=M"),
-    (E1, {"opmode": 0b1110000}, "Z=111"),
-    (NOMULT, {"opmode": MAC}, "USE_MULT='NONE'"),
-    (NOMULT, {"opmode": opmode(XSel.AB, YSel.C, ZSel.C), "alumode": 0b0101}, "logic"),
-    (E1, {"opmode": MAC, "carryinsel": 0b100}, "not modelled"),
-    (E1, {"opmode": MAC, "carryinsel": 0b010}, "illegal with a multiply"),
-    (E1, {"opmode": MAC, "inmode": 0b00001}, "AREG"),
-    (E1, {"opmode": MAC, "inmode": 0b10000}, "AREG/BREG"),
-    (E1, {"opmode": MAC, "inmode": INMODE_D_PLUS_A}, "pre-adder is off"),
-    (E1, {"opmode": MAC, "alumode": 0b1000}, "not a documented"),
-    (SliceConfig(preg=False), {"opmode": 0x25}, "PREG=0"),
-    (SliceConfig(preg=False), {"opmode": MAC, "carryinsel": 0b111}, "PREG=0"),
-    (NOMULT, {"opmode": opmode(XSel.ZERO, YSel.ZERO, ZSel.P_MACC)}, "MACC extend"),
-    (SliceConfig(Family.E2, use_mult=False),
-     {"opmode": opmode(XSel.AB, YSel.ZERO, ZSel.C, WSel.C), "alumode": 0b0101}, "W=0"),
-])
+
+@pytest.mark.parametrize(
+    ("cfg", "kwargs", "match"),
+    [
+        (E1, {"opmode": 0b0000001}, "X=M requires Y=M"),
+        (E1, {"opmode": 0b1110000}, "Z=111"),
+        (NOMULT, {"opmode": MAC}, "USE_MULT='NONE'"),
+        (NOMULT, {"opmode": opmode(XSel.AB, YSel.C, ZSel.C), "alumode": 0b0101}, "logic"),
+        (E1, {"opmode": MAC, "carryinsel": 0b100}, "not modelled"),
+        (E1, {"opmode": MAC, "carryinsel": 0b010}, "illegal with a multiply"),
+        (E1, {"opmode": MAC, "inmode": 0b00001}, "AREG"),
+        (E1, {"opmode": MAC, "inmode": 0b10000}, "AREG/BREG"),
+        (E1, {"opmode": MAC, "inmode": INMODE_D_PLUS_A}, "pre-adder is off"),
+        (E1, {"opmode": MAC, "alumode": 0b1000}, "not a documented"),
+        (SliceConfig(preg=False), {"opmode": 0x25}, "PREG=0"),
+        (SliceConfig(preg=False), {"opmode": MAC, "carryinsel": 0b111}, "PREG=0"),
+        (NOMULT, {"opmode": opmode(XSel.ZERO, YSel.ZERO, ZSel.P_MACC)}, "MACC extend"),
+        (
+            SliceConfig(Family.E2, use_mult=False),
+            {"opmode": opmode(XSel.AB, YSel.ZERO, ZSel.C, WSel.C), "alumode": 0b0101},
+            "W=0",
+        ),
+    ],
+)
 def test_drc_rejects(cfg, kwargs, match):
     with pytest.raises(ValueError, match=match):
         step(cfg, **kwargs)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"simd": Simd.FOUR12}, "requires USE_MULT='NONE'"),
-    ({"use_mult": False, "use_preadder": True}, "requires USE_MULT"),
-    ({"rnd": 1}, "DSP48E2 only"),
-    ({"mask": 1 << 48}, "48-bit"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"simd": Simd.FOUR12}, "requires USE_MULT='NONE'"),
+        ({"use_mult": False, "use_preadder": True}, "requires USE_MULT"),
+        ({"rnd": 1}, "DSP48E2 only"),
+        ({"mask": 1 << 48}, "48-bit"),
+    ],
+)
 def test_config_rejects(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SliceConfig(**kwargs)
 
 
 # --- vectorisation and chains -------------------------------------------------------------
+
 
 def test_controls_vary_per_element_and_broadcast():
     r = step(E1, opmode=[[MAC], [MAC_C]], a=[1, 2, 3], b=4, c=100)
@@ -341,6 +408,7 @@ def test_run_chain_needs_time_axis():
 
 
 # --- INT8 packing (WP486) ------------------------------------------------------------------
+
 
 def test_packing_depth_limits():
     assert Int8Packing(Family.E2).max_depth == 7
@@ -394,8 +462,11 @@ def test_packing_fails_beyond_limit(family):
 
 def test_packing_random_chains_and_drain():
     rng = np.random.default_rng(7)
-    for pk in (Int8Packing(Family.E2), Int8Packing(Family.E1),
-               Int8Packing(Family.E2, c_range=(0, 255))):
+    for pk in (
+        Int8Packing(Family.E2),
+        Int8Packing(Family.E1),
+        Int8Packing(Family.E2, c_range=(0, 255)),
+    ):
         for k in range(1, pk.max_depth + 1):
             shape = (k, 2000)
             a = rng.integers(pk.a_range[0], pk.a_range[1] + 1, size=shape)

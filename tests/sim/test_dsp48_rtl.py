@@ -52,7 +52,7 @@ def test_mac_case_wraps_p(runs):
     first = np.arange(p.size) % length == 0
     prev = np.roll(p, 1)
     m = to_signed(s["a"], 25) * to_signed(s["b"], 18) + s["carryin"]
-    sel = ((s["opmode"] == 0x25) & (s["inmode"] == 0) & (s["carryinsel"] == 0) & ~first)
+    sel = (s["opmode"] == 0x25) & (s["inmode"] == 0) & (s["carryinsel"] == 0) & ~first
     exact = np.where(s["alumode"] == AluMode.SUB, prev - m, prev + m)
     sel &= (s["alumode"] == AluMode.ADD) | (s["alumode"] == AluMode.SUB)
     assert np.array_equal(exact[sel] & P_MASK, ref["p"][sel])
@@ -78,10 +78,13 @@ def test_stimulus_covers_every_logic_function_and_pattern_hits(runs):
     assert ref["patterndetect"].sum() >= N_VECTORS // 50
 
 
-@pytest.mark.parametrize(("name", "wrong"), [
-    ("four12", {"simd": Simd.ONE48}),
-    ("two24", {"simd": Simd.FOUR12}),
-])
+@pytest.mark.parametrize(
+    ("name", "wrong"),
+    [
+        ("four12", {"simd": Simd.ONE48}),
+        ("two24", {"simd": Simd.FOUR12}),
+    ],
+)
 def test_comparison_detects_a_wrong_model(runs, name, wrong):
     """Teeth: a model configured wrongly must disagree with the RTL."""
     v, rtl, _ = runs(name)

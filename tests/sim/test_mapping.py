@@ -23,16 +23,33 @@ INT8 = IntType("int", 8)
 UINT8 = IntType("uint", 8)
 
 
-def mvau_graph(in_shape: tuple[int, ...], in_type: IntType, weights: np.ndarray,
-               binary: bool = False, attrs: dict | None = None) -> Graph:
+def mvau_graph(
+    in_shape: tuple[int, ...],
+    in_type: IntType,
+    weights: np.ndarray,
+    binary: bool = False,
+    attrs: dict | None = None,
+) -> Graph:
     """input -> one MVAU without activation (accumulator range from weights and type)."""
     b = GraphBuilder(in_shape, in_type)
     w = weights.astype(np.int64)
     lo = int(np.where(w > 0, w * in_type.min, w * in_type.max).sum(axis=1).min())
     hi = int(np.where(w > 0, w * in_type.max, w * in_type.min).sum(axis=1).max())
-    out = b.add("MVAU", [b.input], (*in_shape[:-1], w.shape[0]), IntType.fitting(lo, hi),
-                {"MW": w.shape[1], "MH": w.shape[0], "binary": binary, "acc_min": lo,
-                 "acc_max": hi, **(attrs or {})}, {"weights": w})
+    out = b.add(
+        "MVAU",
+        [b.input],
+        (*in_shape[:-1], w.shape[0]),
+        IntType.fitting(lo, hi),
+        {
+            "MW": w.shape[1],
+            "MH": w.shape[0],
+            "binary": binary,
+            "acc_min": lo,
+            "acc_max": hi,
+            **(attrs or {}),
+        },
+        {"weights": w},
+    )
     return b.finish(out, {})
 
 
@@ -43,8 +60,7 @@ def test_binary_mvau_96x4_is_two_xnor_ops_per_output():
     e = dsp_report(g, Family.E1)["MVAU_0"]
     vectors = 6
     assert e["kind"] == "xnor"
-    assert e["ops"] == {"mac": 0, "packed_int8": 0, "logic": 2 * 4 * vectors, "add": 0,
-                        "total": 48}
+    assert e["ops"] == {"mac": 0, "packed_int8": 0, "logic": 2 * 4 * vectors, "add": 0, "total": 48}
     assert e["cycles"] == 96 * 4 * vectors  # FINN: (MW/SIMD) * (MH/PE) * vectors
     assert e["slices"] == 1 and e["dsp_cycles"] == 48
     assert e["lut"]["popcount_bits"] == 96 * 4 * vectors
@@ -78,8 +94,11 @@ def test_int8_packing_depth_split(family, depth):
     plan = plan_mvau(g, g.nodes[0], family)
     assert plan.kind == "packed_int8" and plan.packing.max_depth == depth
     e = dsp_report(g, family)["MVAU_0"]
-    assert e["packing"] == {"shift": plan.packing.shift, "max_depth": depth,
-                            "chains": math.ceil(9 / depth)}
+    assert e["packing"] == {
+        "shift": plan.packing.shift,
+        "max_depth": depth,
+        "chains": math.ceil(9 / depth),
+    }
     assert e["ops"]["packed_int8"] == 3 * 9 * 16  # ceil(MH/2) pairs x MW x vectors
     assert e["ops"]["mac"] == 0
     assert e["lut"]["add"] == 2 * 3 * math.ceil(9 / depth) * 16
@@ -127,17 +146,26 @@ def test_folding_must_divide():
 def add_graph(t: IntType, channels: int) -> Graph:
     b = GraphBuilder((2, 2, channels), t)
     thr = np.arange(3, dtype=np.int64)[None, :].repeat(channels, 0)
-    x = b.add("Thresholding", [b.input], (2, 2, channels), t,
-              {"out_bias": 0, "out_scale": 1}, {"thresholds": thr})
-    s = b.add("AddStreams", [x, b.input], (2, 2, channels),
-              IntType.fitting(2 * t.min, 2 * t.max))
+    x = b.add(
+        "Thresholding",
+        [b.input],
+        (2, 2, channels),
+        t,
+        {"out_bias": 0, "out_scale": 1},
+        {"thresholds": thr},
+    )
+    s = b.add("AddStreams", [x, b.input], (2, 2, channels), IntType.fitting(2 * t.min, 2 * t.max))
     return b.finish(s, {})
 
 
-@pytest.mark.parametrize(("t", "simd", "headroom"), [
-    (INT8, Simd.FOUR12, 3), (IntType("int", 12), Simd.TWO24, 11),
-    (IntType("int", 24), Simd.ONE48, 23),
-])
+@pytest.mark.parametrize(
+    ("t", "simd", "headroom"),
+    [
+        (INT8, Simd.FOUR12, 3),
+        (IntType("int", 12), Simd.TWO24, 11),
+        (IntType("int", 24), Simd.ONE48, 23),
+    ],
+)
 def test_addstreams_simd_lanes(t, simd, headroom):
     g = add_graph(t, 10)
     assert add_simd(g, g.nodes[1]) is simd

@@ -27,9 +27,14 @@ def mvau_graph(in_shape, in_type: IntType, weights: np.ndarray) -> Graph:
     w = weights.astype(np.int64)
     lo = int(np.where(w > 0, w * in_type.min, w * in_type.max).sum(axis=1).min())
     hi = int(np.where(w > 0, w * in_type.max, w * in_type.min).sum(axis=1).max())
-    out = b.add("MVAU", [b.input], (*in_shape[:-1], w.shape[0]), IntType.fitting(lo, hi),
-                {"MW": w.shape[1], "MH": w.shape[0], "binary": False, "acc_min": lo,
-                 "acc_max": hi}, {"weights": w})
+    out = b.add(
+        "MVAU",
+        [b.input],
+        (*in_shape[:-1], w.shape[0]),
+        IntType.fitting(lo, hi),
+        {"MW": w.shape[1], "MH": w.shape[0], "binary": False, "acc_min": lo, "acc_max": hi},
+        {"weights": w},
+    )
     return b.finish(out, {})
 
 
@@ -118,8 +123,14 @@ def test_abc_with_negative_coefficients(family):
 
 def test_value_outside_declared_type_is_refused():
     b = GraphBuilder((4,), TERNARY)
-    out = b.add("MVAU", [b.input], (2,), IntType("int", 4),
-                {"MW": 4, "MH": 2, "binary": True}, {"weights": np.ones((2, 4), np.int64)})
+    out = b.add(
+        "MVAU",
+        [b.input],
+        (2,),
+        IntType("int", 4),
+        {"MW": 4, "MH": 2, "binary": True},
+        {"weights": np.ones((2, 4), np.int64)},
+    )
     g = b.finish(out, {})
     with pytest.raises(MappingError, match="MVAU_0: input pixels holds values outside"):
         execute_slices(g, np.array([[2, 0, 1, -1]]))
@@ -154,11 +165,20 @@ def pixels(spec: str, n: int = 3) -> np.ndarray:
 
 
 @BREVITAS_NOISE
-@pytest.mark.parametrize(("spec", "family"), [
-    ("resnet20-xnor", Family.E1), ("resnet20-xnor", Family.E2), ("tfc-w1a1", Family.E1),
-    ("tfc-w1a1", Family.E2), ("resnet20-w4a4", Family.E1), ("resnet20-abc3x3", Family.E1),
-    ("resnet20-abc3x3", Family.E2), ("cnv-w1a1", Family.E1), ("cnv-w2a2", Family.E1),
-])
+@pytest.mark.parametrize(
+    ("spec", "family"),
+    [
+        ("resnet20-xnor", Family.E1),
+        ("resnet20-xnor", Family.E2),
+        ("tfc-w1a1", Family.E1),
+        ("tfc-w1a1", Family.E2),
+        ("resnet20-w4a4", Family.E1),
+        ("resnet20-abc3x3", Family.E1),
+        ("resnet20-abc3x3", Family.E2),
+        ("cnv-w1a1", Family.E1),
+        ("cnv-w2a2", Family.E1),
+    ],
+)
 def test_network_bit_exact(spec, family):
     counts = assert_exact(lowered(spec), pixels(spec), family)
     assert sum(c.total for c in counts.values()) > 0
@@ -175,5 +195,4 @@ def test_w4a4_more_images_slow(family):
 
 @BREVITAS_NOISE
 def test_unpacked_network_bit_exact():
-    assert_exact(lowered("resnet20-xnor"), pixels("resnet20-xnor", 1), Family.E1,
-                 pack_int8=False)
+    assert_exact(lowered("resnet20-xnor"), pixels("resnet20-xnor", 1), Family.E1, pack_int8=False)

@@ -25,8 +25,11 @@ def build(tmp_path_factory):
         for _ in range(3):  # Brevitas calibration
             model(torch.rand(8, *SHAPE))
     model.eval()
-    save_checkpoint(folder / "model.pt", model,
-                    CheckpointMeta(parse_spec(SPEC), "digits", SHAPE, 10, complete=True))
+    save_checkpoint(
+        folder / "model.pt",
+        model,
+        CheckpointMeta(parse_spec(SPEC), "digits", SHAPE, 10, complete=True),
+    )
     graph = lower(model, SPEC, SHAPE)
     graph.meta.update(checkpoint=str(folder / "model.pt"), data="digits")
     graph.save(folder / "graph")
@@ -42,8 +45,22 @@ def test_build_folder_agrees(build, capsys):
 
 
 def test_checkpoint_and_random_pixels(build, capsys):
-    assert verify.main([str(build / "model.pt"), "--n", "4", "--data", "synthetic",
-                        "--slice-n", "2", "--qonnx-n", "1"]) == 0
+    assert (
+        verify.main(
+            [
+                str(build / "model.pt"),
+                "--n",
+                "4",
+                "--data",
+                "synthetic",
+                "--slice-n",
+                "2",
+                "--qonnx-n",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "random uint8 pixels" in capsys.readouterr().out
 
 
@@ -54,9 +71,12 @@ def test_tampered_path_fails(build, monkeypatch, capsys):
         out = real(self, pixels).copy()
         out[1, 0] = np.nextafter(out[1, 0], np.inf)
         return out
+
     monkeypatch.setattr(verify.Plan, "run", off_by_one)
-    assert verify.main([str(build / "graph.json"), "--n", "6", "--slice-n", "2",
-                        "--qonnx-n", "1"]) == 1
+    assert (
+        verify.main([str(build / "graph.json"), "--n", "6", "--slice-n", "2", "--qonnx-n", "1"])
+        == 1
+    )
     assert "MISMATCH" in capsys.readouterr().out
 
 
