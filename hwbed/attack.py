@@ -1,9 +1,10 @@
 """``python -m hwbed.attack``: the study's attack sweeps over models × executables.
 
 With no arguments it runs the ``smoke`` preset on the default build (building it first when
-it is missing) against the twin and the DSP48 simulator, and prints the on-device vs float
-table. Finished cells are written to the store at once; re-running the same command skips
-them, so a killed sweep loses only the cells in flight.
+it is missing) against the twin and the DSP48 simulator, and on its float baseline (resnet20
+on digits, trained first when missing) on its twin, and prints the on-device vs float table.
+Finished cells are written to the store at once; re-running the same command skips them, so a
+killed sweep loses only the cells in flight.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from hwbed.attacks.inputs import AttackError
 
 DEFAULT_BUILD = Path("build/resnet20-xnor-pynq-z2")
+DEFAULT_BASELINE = "resnet20"
+"""The float network of the default's architecture: the on-device vs float reference."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="DIR",
-        help="build folder (repeatable); default build/resnet20-xnor-pynq-z2",
+        help="build folder (repeatable); default build/resnet20-xnor-pynq-z2 and its float "
+        "baseline runs/resnet20-digits-s0/model.pt",
     )
     src.add_argument("--model", help="model spec of --checkpoint (checked against it)")
     src.add_argument(
@@ -63,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", message="Keyword arguments are being passed")
-    from hwbed.cells import ModelSource, PlanError, plan
+    from hwbed.cells import ModelSource, PlanError, executables_for, plan
     from hwbed.engine import EngineError, run_jobs, validate
     from hwbed.grid import GridError, load_grid, presets
     from hwbed.store import Store, StoreError
@@ -85,11 +89,17 @@ def main(argv: list[str] | None = None) -> int:
             raise PlanError("--model names the spec of a --checkpoint; give --checkpoint PT")
         kinds = [k.strip() for k in args.executable.split(",") if k.strip()]
         models = [ModelSource.from_checkpoint(c, args.model) for c in args.checkpoint]
-        builds = args.build or ([] if models else [str(DEFAULT_BUILD)])
-        if builds == [str(DEFAULT_BUILD)] and not DEFAULT_BUILD.is_dir():
-            _build_default(args.progress)
-        models += [ModelSource.from_build(b) for b in builds]
+        if not models and not args.build:  # the embedded default and its float baseline
+            if not DEFAULT_BUILD.is_dir():
+                _build_default(args.progress)
+            models = [ModelSource.from_checkpoint(_train_baseline(args.progress))]
+        models += [ModelSource.from_build(b) for b in args.build or [str(DEFAULT_BUILD)]]
         jobs = plan(grid, models, kinds, args.data, args.data_dir)
+        for m in models:
+            if executables_for(m, kinds) != kinds:
+                print(
+                    f"note: {m.name} is a float network: attacked on its twin only", file=sys.stderr
+                )
         validate(jobs, args.jobs, args.cluster, args.retries)
         if args.dry_run:
             _print_cells(jobs)
@@ -116,6 +126,16 @@ def _build_default(progress: bool) -> None:
 
     print(f"{DEFAULT_BUILD} is missing: building the default first", file=sys.stderr)
     build(BuildConfig(target="pynq-z2", progress=progress))
+
+
+def _train_baseline(progress: bool) -> Path:
+    """The default's float baseline (resnet20 on digits), trained when missing (~20 s)."""
+    from hwbed.models.training import TrainConfig, train
+
+    cfg = TrainConfig(model=DEFAULT_BASELINE, progress=progress)
+    if not (cfg.output_dir() / "model.pt").is_file():
+        print(f"training the float baseline {DEFAULT_BASELINE} first", file=sys.stderr)
+    return train(cfg)
 
 
 def _print_cells(jobs) -> None:

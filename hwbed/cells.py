@@ -124,6 +124,21 @@ def check_executables(kinds: list[str]) -> list[str]:
     return kinds
 
 
+def executables_for(model: ModelSource, kinds: list[str]) -> list[str]:
+    """The executables ``model`` runs on: a float network has no hardware path, only its twin."""
+    from hwbed.models.spec import parse_spec
+
+    if parse_spec(model.name).quantized:
+        return kinds
+    kept = [k for k in kinds if k == "twin"]
+    if not kept:
+        raise PlanError(
+            f"{model.name} is a float network: {','.join(kinds)} need a quantized model "
+            "(attack it with --executable twin)"
+        )
+    return kept
+
+
 def plan(
     grid: Grid,
     models: list[ModelSource],
@@ -142,10 +157,11 @@ def plan(
             raise PlanError(
                 f"unknown data set {dataset!r}; choose one of {', '.join(available_datasets())}"
             )
+        kinds_here = executables_for(model, executables)
         for entry in grid.entries:
             white = issubclass(attack_class(entry.attack), _white_box())
             for seed in grid.seeds:
-                runs = [executables] if white else [[kind] for kind in executables]
+                runs = [kinds_here] if white else [[kind] for kind in kinds_here]
                 for kinds in runs:
                     sides = [FLOAT_SIDE, *kinds] if white else kinds
                     payload = {

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from hwbed.models.data.registry import load_dataset
+from hwbed.models.training import TrainConfig, train
+
 # One intra-op thread: the tensors here are tiny, and on a shared 2-core machine torch's
 # thread pool contending with other processes makes every step up to 100x slower.
 torch.set_num_threads(1)
@@ -55,3 +58,27 @@ def calibrated():
 def finn_examples_dir() -> Path:
     """finn-examples' folding configs (cnv/tfc w1a1/w2a2), vendored in tests/fixtures."""
     return Path(__file__).parent / "fixtures" / "finn-examples"
+
+
+def _train(tmp: Path, spec: str, epochs: int) -> Path:
+    cfg = TrainConfig(model=spec, epochs=epochs, out=str(tmp / spec), progress=False)
+    return train(cfg)
+
+
+@pytest.fixture(scope="session")
+def digits_test():
+    """The first 64 test digits (uint8 [64, 1, 8, 8]) and their labels."""
+    x, y, _ = load_dataset("digits", "test")
+    return x[:64], y[:64]
+
+
+@pytest.fixture(scope="session")
+def float_ckpt(tmp_path_factory) -> Path:
+    """resnet20 (float) trained on digits for 8 epochs: about 95 % test accuracy."""
+    return _train(tmp_path_factory.mktemp("float"), "resnet20", 8)
+
+
+@pytest.fixture(scope="session")
+def xnor_ckpt(tmp_path_factory) -> Path:
+    """resnet20-xnor trained on digits for 8 epochs."""
+    return _train(tmp_path_factory.mktemp("xnor"), "resnet20-xnor", 8)
