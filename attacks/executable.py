@@ -40,8 +40,13 @@ class Executable(Protocol):
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray: ...
 
 
-def to_pixels(images: Any, input_shape: tuple[int, int, int]) -> np.ndarray:
-    """Validate a batch and put it on the uint8 grid; errors name the culprit."""
+def to_pixels(images: Any, input_shape: tuple[int, int, int], clip: bool = False) -> np.ndarray:
+    """Validate a batch and put it on the uint8 grid; errors name the culprit.
+
+    Float images are rounded to the nearest of the 256 levels of [0, 1]. A value that does not
+    round into 0..255 is refused (the classic mistakes: 0..255 floats, or normalised images
+    with negative values) unless ``clip`` asks for saturation explicitly.
+    """
     if hasattr(images, "detach"):  # a torch tensor
         images = images.detach().cpu().numpy()
     x = np.asarray(images)
@@ -58,7 +63,26 @@ def to_pixels(images: Any, input_shape: tuple[int, int, int]) -> np.ndarray:
     bad = ~np.isfinite(x)
     if bad.any():
         raise ValueError(f"image {int(np.argwhere(bad)[0][0])} holds NaN or infinite pixels")
-    return np.clip(np.rint(x.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    levels = np.rint(x.astype(np.float64) * 255.0)
+    outside = (levels < 0) | (levels > 255)
+    if outside.any() and not clip:
+        raise ValueError(_out_of_range(x, outside))
+    return np.clip(levels, 0, 255).astype(np.uint8)
+
+
+def _out_of_range(x: np.ndarray, outside: np.ndarray) -> str:
+    """What a float batch outside [0, 1] looks like, and what to pass instead."""
+    lo, hi = float(x.min()), float(x.max())
+    first = int(np.argwhere(outside)[0][0])
+    hint = "clip it, or pass clip=True to saturate"
+    if lo >= 0 and 2 <= hi <= 255:
+        hint = "looks like 0..255 pixels: pass uint8, or divide by 255"
+    elif lo < 0:
+        hint = "looks normalised (mean/std): pass images in [0, 1]; the network normalises"
+    return (
+        f"float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
+        f"(first at image {first}): {hint}"
+    )
 
 
 class BaseExecutable:
@@ -73,8 +97,10 @@ class BaseExecutable:
         self.num_classes = int(num_classes)
         self.queries = 0
 
-    def __call__(self, images: Any) -> np.ndarray:
-        pixels = to_pixels(images, self.input_shape)
+    def __call__(self, images: Any, clip: bool = False) -> np.ndarray:
+        """Scores [N, classes] of uint8 images or float images in [0, 1] (``clip``: saturate
+        floats outside it instead of refusing them)."""
+        pixels = to_pixels(images, self.input_shape, clip=clip)
         scores = np.asarray(self.forward(pixels), dtype=np.float32)
         self.queries += len(pixels)
         return scores

@@ -356,13 +356,13 @@ def _atomic_write(folder: Path, name: str, text: str) -> None:
             os.close(dfd)
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested dicts as dotted columns; lists (and empty dicts) as JSON strings."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         name = f"{prefix}{k}"
         if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{name}."))
+            out.update(flatten(v, f"{name}."))
         elif isinstance(v, (list, tuple, dict)):
             out[name] = json.dumps(v, sort_keys=True)
         else:
@@ -402,7 +402,7 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
             if record["status"] != "ok" or m == 0:
                 continue
             block = {"key": [key] * m}
-            for name, v in _flatten(record["manifest"]).items():
+            for name, v in flatten(record["manifest"]).items():
                 block.setdefault(name, [v] * m)
             block.update({name: list(values) for name, values in examples.items()})
             yield block, m
@@ -425,7 +425,7 @@ def load_cells(path: str | os.PathLike) -> pd.DataFrame:
                 "error": record["error"],
                 "n_examples": len(next(iter(examples.values()))) if examples else 0,
             }
-            for name, v in _flatten(record["manifest"]).items():
+            for name, v in flatten(record["manifest"]).items():
                 row.setdefault(name, v)
             yield {k: [v] for k, v in row.items()}, 1
 

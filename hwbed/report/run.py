@@ -132,6 +132,8 @@ def write_report(config: ReportConfig) -> Report:
     with steps("on-device vs float table"):
         full = full_table(c)
         chosen = pick_cell(full, config.cell)  # a bad --cell is refused before any file
+        if chosen is None:
+            print("note: no bounded threat model: no robustness-vs-cost plot", file=sys.stderr)
         (out / "tables").mkdir(parents=True, exist_ok=True)
         (out / "plots").mkdir(parents=True, exist_ok=True)
         wide = side_by_side(full)
@@ -290,12 +292,14 @@ def _checkpoint(source) -> Path | None:
     return path if path.is_file() else None
 
 
-def pick_cell(full: pd.DataFrame, spec: str | None) -> pd.DataFrame:
-    """The rows of one attack cell (every model and executable) for robustness vs cost."""
+def pick_cell(full: pd.DataFrame, spec: str | None) -> pd.DataFrame | None:
+    """The rows of one attack cell (every model and executable) for robustness vs cost.
+
+    Without ``spec``, None when the store has no bounded threat model."""
     if spec is None:
         worst = full[(full.attack == WORST) & np.isfinite(full.eps_abs.astype(float))]
         if worst.empty:
-            raise ReportError("no bounded threat model in the store: give --cell")
+            return None
         shared = worst.groupby(["threat_model", "eps_abs"]).model.nunique()
         top = shared[shared == shared.max()].sort_index(level="eps_abs").index[0]
         return worst[(worst.threat_model == top[0]) & (worst.eps_abs == top[1])]
@@ -323,6 +327,11 @@ def deployed(rows: pd.DataFrame) -> pd.DataFrame:
 def _pareto_section(chosen, cost, table, figure, pareto):
     from hwbed.report.page import Section
 
+    if chosen is None:
+        return Section(
+            "Robustness vs cost",
+            "The store holds no attack at a bounded threat model; choose a cell with --cell.",
+        )
     rows = deployed(chosen)
     first = rows.iloc[0]
     label = f"{first.attack} {first.threat_model} {first.eps}" + (

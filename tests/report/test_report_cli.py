@@ -94,3 +94,20 @@ def test_the_notebook_runs_build_attack_report_at_a_small_size(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "runs" / "report" / "notebook" / "index.html").is_file()
     assert "open runs/report/notebook/index.html" in run.stdout
+
+
+def test_a_store_of_one_minimum_norm_attack_still_reports(report_store, tmp_path):
+    import json
+    import shutil
+
+    part = tmp_path / "deepfool-only"
+    (part / "cells").mkdir(parents=True)
+    shutil.copy(report_store / "store.json", part / "store.json")
+    for f in (report_store / "cells").glob("*.json"):
+        if json.loads(f.read_text())["manifest"]["attack"] == "deepfool":
+            shutil.copy(f, part / "cells" / f.name)
+    out = tmp_path / "out"
+    assert main([str(part), "--out", str(out), "--no-cam", "--no-progress"]) == 0
+    page = (out / "index.html").read_text()
+    assert "no attack at a bounded threat model" in page and "no PGD cell" in page
+    assert (out / "tables" / "study_deepfool.csv").is_file()

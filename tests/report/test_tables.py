@@ -91,6 +91,19 @@ def test_mcnemar_is_the_exact_binomial_test_on_discordant_pairs():
         mcnemar(ref, ref[:4])
 
 
+def test_mcnemar_equals_scipy_binomtest():
+    from scipy.stats import binomtest
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 400))
+        a, b = rng.random(n) < rng.random(), rng.random(n) < rng.random()
+        worse, better, p = mcnemar(a, b)
+        if worse + better:
+            expect = binomtest(worse, worse + better, 0.5).pvalue
+            assert p == pytest.approx(expect, rel=1e-9, abs=1e-300)
+
+
 def test_rows_pair_each_executable_with_float_twin_float_and_twin():
     r_float = [1, 1, 1, 1, 1, 1, 1, 0]  # resnet20 (the float baseline network): 7/8
     r_tf = [1, 1, 1, 1, 0, 0, 0, 0]  # xnor, float space: 4/8
@@ -271,3 +284,16 @@ def test_the_real_store_device_rows_equal_the_twin(report_store):
     for r in xf.itertuples():
         assert r.float_acc == base[r.eps]
     assert set(full.attack) >= {WORST, "fgsm", "pgd", "deepfool", "localsearch", "genattack"}
+
+
+def test_cells_from_the_store_equal_cells_from_its_loaded_frame(report_store):
+    from hwbed.store import load
+
+    a, b = cells(report_store), cells(load(report_store))
+    arrays = ["image", "label", "target", "pred", "clean_pred", "first_success", "robust"]
+    lists = ["restarts_loss", "restarts_accuracy"]
+    scalar = [c for c in a.columns if c not in arrays + lists]
+    pd.testing.assert_frame_equal(a[scalar], b[scalar])
+    for col in ["image", "label", "pred", "clean_pred", "robust"]:
+        assert all(np.array_equal(x, y) for x, y in zip(a[col], b[col], strict=True))
+    assert a[lists].equals(b[lists])
