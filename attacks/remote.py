@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import urllib.error
 import urllib.request
 from email.message import Message
@@ -17,6 +18,9 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .executable import BaseExecutable
+
+MAX_WAIT_S = 10.0
+"""The longest a client waits before retrying a busy server."""
 
 
 class RemoteError(RuntimeError):
@@ -31,7 +35,9 @@ class RemoteExecutable(BaseExecutable):
     """An Executable whose forward pass runs on a query server.
 
     ``queries`` counts the images the server answered for this client; batches larger than
-    the server's ``max_batch`` (or ``max_bytes``) are split into several requests.
+    the server's ``max_batch`` (or ``max_bytes``) are split into several requests. A busy
+    server's 503 is retried up to ``retries`` times after its ``Retry-After`` (a refused
+    request is not executed, so a retry never counts twice).
 
     Example::
 
@@ -39,12 +45,20 @@ class RemoteExecutable(BaseExecutable):
         scores = exe(images)  # uint8 or [0, 1] float images [N, C, H, W]
     """
 
-    def __init__(self, url: str, token: str, name: str | None = None, timeout: float = 120.0):
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        name: str | None = None,
+        timeout: float = 120.0,
+        retries: int = 5,
+    ):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"expected an http(s)://host:port URL, got {url!r}")
         self.url = url.rstrip("/")
         self.timeout = float(timeout)
+        self.retries = int(retries)
         self._token = token
         info = self.info()
         super().__init__(
@@ -102,16 +116,29 @@ class RemoteExecutable(BaseExecutable):
             method=method,
             headers={"Authorization": f"Bearer {self._token}", **(headers or {})},
         )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as reply:
-                return reply.read(), reply.headers
-        except urllib.error.HTTPError as err:
-            raise RemoteError(
-                f"{self.url}{path}: HTTP {err.code}: {_server_message(err)}", err.code
-            ) from err
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise RemoteError(f"{self.url}{path}: cannot reach the server: {reason}") from err
+        for attempt in range(self.retries + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as reply:
+                    return reply.read(), reply.headers
+            except urllib.error.HTTPError as err:
+                if err.code == 503 and attempt < self.retries:  # busy: wait as it asks, retry
+                    time.sleep(_retry_after(err, attempt))
+                    continue
+                raise RemoteError(
+                    f"{self.url}{path}: HTTP {err.code}: {_server_message(err)}", err.code
+                ) from err
+            except (urllib.error.URLError, OSError) as err:
+                reason = getattr(err, "reason", err)
+                raise RemoteError(f"{self.url}{path}: cannot reach the server: {reason}") from err
+        raise AssertionError("unreachable")
+
+
+def _retry_after(err: urllib.error.HTTPError, attempt: int) -> float:
+    """Seconds to wait before retrying a 503: the server's ``Retry-After``, else backoff."""
+    try:
+        return min(MAX_WAIT_S, float(err.headers.get("Retry-After", "")))
+    except ValueError:
+        return min(MAX_WAIT_S, 0.1 * 2**attempt)
 
 
 def _server_message(err: urllib.error.HTTPError) -> str:

@@ -3,11 +3,15 @@
 model -> export -> lower -> fold -> estimate -> finn_folder -> deploy -> verify [-> run_finn]
 
 Every step reads its inputs from the output folder and writes its artifact there, so a build
-resumes with ``start_step`` and stops early with ``stop_step``.
+resumes with ``start_step`` and stops early with ``stop_step``. Inputs (spec, folding file,
+optional extras) are checked before the first step. A design that does not fit the board
+still gets its graph, estimates, deploy package and verification, but no FINN folder; the
+build then raises :class:`DoesNotFitError`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -25,6 +29,22 @@ DEFAULT_MODEL = "resnet20-xnor"
 
 class BuildError(RuntimeError):
     """A build that cannot go on; the message says which step and why."""
+
+
+class DoesNotFitError(BuildError):
+    """The design's estimate exceeds the board; ``shortfall`` maps resource -> amount over.
+
+    Raised after every step that makes sense without a fit (estimates, deploy, verify).
+    """
+
+    def __init__(self, msg: str, shortfall: dict[str, float]):
+        super().__init__(msg)
+        self.shortfall = shortfall
+
+
+EXPORT_MODULES = ("onnx", "onnxoptimizer", "qonnx", "onnxruntime")
+"""What the export and verify steps import (the ``export`` extra)."""
+NEEDS_EXPORT_EXTRA = ("export", "verify")
 
 
 @dataclass
@@ -53,6 +73,8 @@ class BuildConfig:
     start_step: str | None = None
     stop_step: str | None = None
     epochs: int = 30
+    force: bool = False
+    """Replace the cached training run when it was trained with other settings."""
     verify_n: int = 64
     seed: int = 0
     progress: bool = True
@@ -114,7 +136,12 @@ def step_model(cfg: BuildConfig, out: Path, board: Board) -> None:
     from hwbed.models.training import TrainConfig, train
 
     tcfg = TrainConfig(
-        model=spec, data=cfg.data_name(), epochs=cfg.epochs, seed=cfg.seed, progress=cfg.progress
+        model=spec,
+        data=cfg.data_name(),
+        epochs=cfg.epochs,
+        seed=cfg.seed,
+        progress=cfg.progress,
+        force=cfg.force,
     )
     _log(f"training {spec} on {cfg.data_name()} (cached in {tcfg.output_dir()})")
     ckpt = train(tcfg)
@@ -158,14 +185,14 @@ def step_lower(cfg: BuildConfig, out: Path, board: Board) -> None:
     from .lower import lower_checkpoint
 
     graph = lower_checkpoint(out / "model.pt")
-    graph.meta["checkpoint"] = str((out / "model.pt").resolve())
-    graph.save(out / "graph")
+    graph.save(out / "graph")  # stores the checkpoint as "model.pt": the folder can move
 
 
 def step_fold(cfg: BuildConfig, out: Path, board: Board) -> None:
     """Folding: a given FINN config, a target fps, or the fastest that fits the board."""
     from .finn_nodes import finn_nodes
     from .folding import (
+        BudgetExceededError,
         apply_folding_config,
         extract_folding_config,
         fold_for_fps,
@@ -179,11 +206,15 @@ def step_fold(cfg: BuildConfig, out: Path, board: Board) -> None:
         nodes = apply_folding_config(nodes, cfg.folding)
         how = f"applied {cfg.folding}"
     elif cfg.target_fps:
-        nodes = fold_for_fps(nodes, cfg.target_fps, board.clk_ns)
+        nodes = fold_for_fps(nodes, cfg.target_fps, board.clk_ns, board=board)
         how = f"target {cfg.target_fps:g} fps at {board.clk_mhz:g} MHz"
     else:
-        nodes = fold_to_fit(nodes, board)
-        how = f"fastest folding that fits {board.name}"
+        try:
+            nodes = fold_to_fit(nodes, board)
+            how = f"fastest folding that fits {board.name}"
+        except BudgetExceededError as err:  # build what can be built; estimate says by how much
+            nodes = err.folding
+            how = f"cheapest folding (nothing fits {board.name})"
     save_folding_config(extract_folding_config(nodes), out / "folding_config.json")
     (out / "hw_nodes.json").write_text(json.dumps({"folding": how, "nodes": nodes}, indent=1))
     _log(f"folding: {how}")
@@ -211,11 +242,15 @@ def step_estimate(cfg: BuildConfig, out: Path, board: Board) -> None:
     dma_fps = dma_bound_fps(board.dma_width_bits, in_bits, out_bits, board.clk_ns)
     budget = board.budget()
     used = {k: float(total.get(k, 0.0)) for k in budget}
-    fits = all(used[k] <= budget[k] for k in budget)
+    shortfall = {k: used[k] - budget[k] for k in budget if used[k] > budget[k]}
+    fits = not shortfall
+    kept = ("accuracy_reported", "best_test_accuracy", "best_epoch")
+    training = {k: meta.card[k] for k in kept if k in meta.card}
     summary: dict[str, Any] = {
         "model": meta.spec.name,
         "weights": meta.card.get("weights", "trained"),
         "test_accuracy": meta.card.get("test_accuracy"),
+        **training,
         "data": meta.data,
         "target": board.name,
         "board": board.finn_board,
@@ -236,6 +271,8 @@ def step_estimate(cfg: BuildConfig, out: Path, board: Board) -> None:
             for k in budget
         },
         "fits": fits,
+        "shortfall": shortfall,
+        "finn_folder": "finn" if fits else f"not written: the design does not fit {board.name}",
         "ncc_m": cost.ncc_m,
         "memory_mb": cost.memory_mb,
         "dsp_slice_ops": _dsp_ops(graph, board, nodes),
@@ -243,9 +280,31 @@ def step_estimate(cfg: BuildConfig, out: Path, board: Board) -> None:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(format_summary(summary))
-    if not fits:
-        over = ", ".join(f"{k} {used[k]:.0f} > {budget[k]}" for k in budget if used[k] > budget[k])
-        raise BuildError(f"{meta.spec.name} with this folding does not fit {board.name}: {over}")
+
+
+def _overrun(summary: dict[str, Any]) -> str:
+    """``BRAM_18K 422 > 280 (+142), ...`` for the resources a summary exceeds."""
+    res = summary["resources"]
+    return ", ".join(
+        f"{k} {r['used']:.0f} > {r['budget']} (+{r['used'] - r['budget']:.0f})"
+        for k, r in res.items()
+        if r["used"] > r["budget"]
+    )
+
+
+def _does_not_fit(summary: dict[str, Any], out: Path) -> DoesNotFitError:
+    folding = summary["folding"]
+    if folding.startswith("cheapest folding"):
+        how = "even with the cheapest folding of every layer"
+    elif folding.startswith("applied "):
+        how = f"with the folding in {folding.removeprefix('applied ')}"
+    else:
+        how = f"with the folding for the {folding}"
+    return DoesNotFitError(
+        f"{summary['model']} does not fit {summary['target']}: {_overrun(summary)}, {how}; "
+        f"no FINN folder; estimates, verification and the simulator's deploy package are in {out}",
+        summary["shortfall"],
+    )
 
 
 def _dsp_ops(graph, board: Board, nodes: list[dict]) -> dict | str:
@@ -276,7 +335,7 @@ def format_summary(s: dict[str, Any]) -> str:
         pct = f"{r['percent']:.1f}" if r["percent"] is not None else "-"
         lines.append(f"   {k:<10}{r['used']:>10.0f}{r['budget']:>10}{pct:>8}")
     lines += [
-        f"   fits: {'yes' if s['fits'] else 'NO'}",
+        "   fits: yes" if s["fits"] else f"   fits: NO, over by {_overrun(s)}",
         f"   fps: {s['fps']:.1f} (compute-bound {s['fps_compute_bound']:.1f}, "
         f"DMA-bound {s['fps_dma_bound']:.1f}); latency {s['latency_ms']:.3f} ms",
         f"   bottleneck: {s['bottleneck']} ({s['bottleneck_cycles']} cycles/frame)",
@@ -297,7 +356,18 @@ def step_finn_folder(cfg: BuildConfig, out: Path, board: Board) -> None:
     """finn/: QONNX model, folding config, DataflowBuildConfig JSON, build.py, README."""
     from .finn_folder import write_finn_folder
 
+    if not _fits(out):
+        if (out / "finn").is_dir():
+            shutil.rmtree(out / "finn")  # an earlier folding's folder no longer applies
+        _log(f"finn_folder: skipped, the design does not fit {board.name}")
+        return
     write_finn_folder(out, board)
+
+
+def _fits(out: Path) -> bool:
+    """The estimate step's verdict (True before there is one)."""
+    summary = out / "summary.json"
+    return not summary.is_file() or json.loads(summary.read_text())["fits"]
 
 
 def step_deploy(cfg: BuildConfig, out: Path, board: Board) -> None:
@@ -316,16 +386,27 @@ def step_verify(cfg: BuildConfig, out: Path, board: Board) -> None:
     graph = Graph.load(out / "graph")
     pixels, source = input_pixels(graph, cfg.verify_n, cfg.data_name())
     report = verify(graph, pixels)
-    (out / "verify.json").write_text(json.dumps(report.to_dict(source), indent=2) + "\n")
+    text = json.dumps(report.to_dict(source), indent=2, default=_json_scalar)
+    (out / "verify.json").write_text(text + "\n")
     _log(f"verify on {len(pixels)} images ({source}):\n{report.table()}")
     if report.status != 0:
         raise BuildError("verification failed: a path disagrees with the reference executor")
+
+
+def _json_scalar(value: Any) -> Any:
+    """numpy scalars (np.bool_, np.float64, ...) as Python ones for json.dumps."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def step_run_finn(cfg: BuildConfig, out: Path, board: Board) -> None:
     """Run FINN's build_dataflow_cfg on finn/ and compare its estimates with hwbed's."""
     from .finn_folder import run_finn
 
+    if not _fits(out):
+        _log(f"run_finn: skipped, the design does not fit {board.name} (no FINN folder)")
+        return
     run_finn(out)
 
 
@@ -350,6 +431,17 @@ PRESETS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _portable(cfg: BuildConfig, out: Path) -> dict:
+    """The config as ``build_config.json`` records it: paths inside ``out`` relative to it."""
+    from .graph import portable_path
+
+    record = asdict(cfg)
+    for key in ("out", "checkpoint", "folding"):
+        if record[key]:
+            record[key] = portable_path(record[key], out)
+    return record
+
+
 def build(cfg: BuildConfig) -> Path:
     """Run the preset's steps between start_step and stop_step; return the output folder."""
     try:
@@ -368,9 +460,10 @@ def build(cfg: BuildConfig) -> Path:
             )
     first = steps.index(cfg.start_step) if cfg.start_step else 0
     last = steps.index(cfg.stop_step) if cfg.stop_step else len(steps) - 1
+    check_inputs(cfg, steps[first : last + 1])
     out = cfg.output_dir()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "build_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    (out / "build_config.json").write_text(json.dumps(_portable(cfg, out), indent=2) + "\n")
     for i in range(first, last + 1):
         name = steps[i]
         _log(f"[{i + 1}/{len(steps)}] {name}: {STEPS[name].__doc__.splitlines()[0]}")
@@ -381,4 +474,78 @@ def build(cfg: BuildConfig) -> Path:
         except (ValueError, FileNotFoundError, RuntimeError) as err:
             raise BuildError(f"step {name} failed: {err}") from err
     sys.stdout.flush()
+    if last >= steps.index("estimate") and not _fits(out):
+        raise _does_not_fit(json.loads((out / "summary.json").read_text()), out)
     return out
+
+
+def check_inputs(cfg: BuildConfig, steps: list[str]) -> None:
+    """Refuse, before the first step, inputs that would only fail after a long one.
+
+    Checks the model spec (parsed, and lowerable when ``lower`` runs), the mode options,
+    the ``--folding`` file (exists, JSON, node names and keys; matched to the network at
+    ``fold``) and the optional extras the steps import.
+    """
+    from hwbed.models.spec import SpecError
+
+    if cfg.weights not in ("trained", "random"):
+        raise BuildError(f"--weights must be trained or random, got {cfg.weights!r}")
+    if cfg.folding and cfg.target_fps:
+        raise BuildError("--folding and --target-fps exclude each other; give one")
+    if cfg.target_fps is not None and not 0 < cfg.target_fps < float("inf"):
+        raise BuildError(f"--target-fps must be a positive number, got {cfg.target_fps:g}")
+    if cfg.verify_n < 1 and "verify" in steps:
+        raise BuildError(f"--verify-n must be at least 1, got {cfg.verify_n}")
+    if cfg.checkpoint and "model" in steps and not Path(cfg.checkpoint).is_file():
+        raise BuildError(f"checkpoint {cfg.checkpoint} does not exist")
+    if "lower" in steps:
+        try:
+            name = cfg.spec_name()
+        except (SpecError, ValueError, OSError) as err:
+            raise BuildError(str(err)) from err
+        why = unbuildable(name)
+        if why:
+            raise BuildError(f"{name} cannot be built for an FPGA: {why}")
+    if cfg.folding and "fold" in steps:
+        from .folding import FoldingError, check_folding_file
+
+        try:
+            check_folding_file(cfg.folding)
+        except FoldingError as err:
+            raise BuildError(str(err)) from err
+    needs = [s for s in steps if s in NEEDS_EXPORT_EXTRA]
+    missing = [m for m in EXPORT_MODULES if needs and not _importable(m)]
+    if missing:
+        what = f"the {' and '.join(needs)} step{'s' if len(needs) > 1 else ''}"
+        verb = "need" if len(needs) > 1 else "needs"
+        isare = "is" if len(missing) == 1 else "are"
+        raise BuildError(
+            f"{what} {verb} the export extra ({', '.join(missing)} {isare} not installed): "
+            "pip install 'hwbed[export]'"
+        )
+
+
+def unbuildable(spec: str) -> str | None:
+    """Why ``spec`` cannot be lowered to an integer dataflow graph, or None if it can."""
+    from hwbed.models.spec import parse_spec
+
+    s = parse_spec(spec)
+    if s.family == "imagenet-resnet":
+        return "the ImageNet stem (7x7/2 conv, padded 3x3/2 max pool) is not lowered yet"
+    if not s.quantized:
+        example = f"{s.arch}-w1a1" if s.family == "bnn-pynq" else f"{s.arch}-xnor, {s.arch}-w4a4"
+        what = {"kd": "distilled in full precision", "prune": "pruned in full precision"}
+        return (
+            f"it is a float network ({what.get(s.kind, 'full precision')}, no quantizers), and "
+            f"only quantized variants lower to integer hardware; use e.g. {example}"
+        )
+    return None
+
+
+def _importable(module: str) -> bool:
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 from pathlib import Path
 
 from .boards import Board
+from .graph import Graph
 
 SERVE = """#!/usr/bin/env bash
 # Serve predictions of this build's bit-exact simulator over HTTP (token in ./token).
@@ -30,8 +30,9 @@ def write_deploy_package(build_dir: Path, board: Board) -> Path:
     """Write ``<build_dir>/deploy/`` (graph copy, secret token, launchers, README)."""
     folder = build_dir / "deploy"
     folder.mkdir(parents=True, exist_ok=True)
-    for suffix in (".json", ".npz"):
-        shutil.copyfile(build_dir / f"graph{suffix}", folder / f"graph{suffix}")
+    graph = Graph.load(build_dir / "graph.json")
+    graph.meta.pop("checkpoint", None)  # the package travels alone: the twin stays behind
+    graph.save(folder / "graph")
     token = folder / "token"
     if not token.exists():  # created 0600: never readable by others, not even briefly
         fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

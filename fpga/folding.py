@@ -4,7 +4,12 @@
   read, written and applied like FINN's ``ApplyConfig``.
 * :func:`set_folding` re-implements FINN's ``SetFolding`` (``target_fps`` flow);
   :func:`fold_for_fps` wraps it and refuses targets it cannot reach.
-* :func:`fold_to_fit` finds the fastest folding whose resource estimate fits a board.
+* :func:`fold_to_fit` finds the fastest folding whose resource estimate fits a board;
+  :func:`fold_for_fps` with a board falls back to the same search when SetFolding's folding
+  misses the target or does not fit.
+
+Notes FINN prints as warnings (unconfigured nodes, ops SetFolding skips) are logged on the
+``hwbed.fpga.folding`` logger at INFO.
 
 Every function returns new node dicts and leaves its inputs untouched.
 """
@@ -12,7 +17,9 @@ Every function returns new node dicts and leaves its inputs untouched.
 from __future__ import annotations
 
 import json
-import warnings
+import logging
+import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +33,7 @@ __all__ = [
     "FoldingError",
     "InfeasibleTargetError",
     "apply_folding_config",
+    "check_folding_file",
     "extract_folding_config",
     "fold_for_fps",
     "fold_to_fit",
@@ -46,7 +54,13 @@ _PE_OPS = (
     "Thresholding_hls",
     "Thresholding_rtl",
 )
+# ops FINN main's SetFolding leaves alone although they fold; fold_for_fps folds them too
+_SKIPPED_BY_FINN = ("StreamingMaxPool_hls", "FMPadding_rtl", "DownSampler_hls", "ChannelPad_hls")
 _FOLDING_ATTRS = {a for sp in OP_SPECS.values() for a in (*sp.config, *sp.fold)}
+_NODE_NAME_RE = re.compile(r"^(?P<op>.+)_(?P<index>\d+)$")
+_NAME_ALIASES = {"Affine_hls": "ChannelwiseOp_hls"}  # hwbed's float head, costed as FINN's op
+
+log = logging.getLogger(__name__)
 
 
 class InfeasibleTargetError(FoldingError):
@@ -60,22 +74,93 @@ class InfeasibleTargetError(FoldingError):
 
 
 class BudgetExceededError(FoldingError):
-    """The network does not fit the resource budget even fully folded."""
+    """The network does not fit the resource budget even fully folded.
 
-    def __init__(self, needed: dict[str, float], budget: dict[str, float], msg: str):
+    ``folding`` holds that cheapest folding (the node dicts), for a build that goes on.
+    """
+
+    def __init__(
+        self,
+        needed: dict[str, float],
+        budget: dict[str, float],
+        msg: str,
+        folding: list[dict[str, Any]] | None = None,
+    ):
         super().__init__(msg)
         self.needed = needed
         self.budget = budget
+        self.folding = folding
 
 
 # ------------------------------------------------------------------- config files
 
 
 def load_folding_config(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Read a FINN folding/HW config JSON and check its structure."""
-    config = json.loads(Path(path).read_text())
-    _check_config(config)
+    """Read a FINN folding/HW config JSON and check its structure; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FoldingError(f"folding config {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise FoldingError(f"folding config {path} cannot be read: {err}") from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise FoldingError(f"folding config {path} is not valid JSON: {err}") from None
+    try:
+        _check_config(config)
+    except FoldingError as err:
+        raise FoldingError(f"folding config {path}: {err}") from None
     return config
+
+
+def check_folding_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Load a folding config and check it without the network, before a long build.
+
+    Beyond :func:`load_folding_config`: node names must be ``<op type>_<index>`` of an op
+    type hwbed knows, their keys folding attributes of that op, ``Defaults`` op types known,
+    and ``PE``/``SIMD`` positive integers. Names are matched to the network when applied.
+    """
+    config = load_folding_config(path)
+
+    def fail(msg: str) -> None:
+        raise FoldingError(f"folding config {path}: {msg}")
+
+    for key, pairs in config.get("Defaults", {}).items():
+        if key not in _FOLDING_ATTRS:
+            known = ", ".join(sorted(_FOLDING_ATTRS))
+            fail(f"Defaults[{key!r}] is not a folding attribute ({known})")
+        for val, ops in zip(pairs[::2], pairs[1::2], strict=True):
+            unknown = [op for op in ops if op not in OP_SPECS] if ops != "all" else []
+            if unknown:
+                fail(f"Defaults[{key!r}] names unknown op types {', '.join(map(str, unknown))}")
+            _check_value(key, val, fail, f"Defaults[{key!r}]")
+    for name, entry in config.items():
+        if name == "Defaults":
+            continue
+        m = _NODE_NAME_RE.match(name)
+        op = _NAME_ALIASES.get(m["op"], m["op"]) if m else None
+        if op not in OP_SPECS:
+            fail(
+                f"node name {name!r} is not <op type>_<index> for an op type hwbed folds "
+                f"({', '.join(OP_SPECS)})"
+            )
+        sp = OP_SPECS[op]
+        allowed = (*sp.config, *sp.fold)
+        for key, val in entry.items():
+            if key not in allowed:
+                known = ", ".join(allowed) or "none"
+                fail(f"node {name!r} has no folding attribute {key!r} (allowed: {known})")
+            _check_value(key, val, fail, f"{name}.{key}")
+            if key in sp.enums and val not in sp.enums[key]:
+                fail(f"{name}.{key}={val!r} not one of {', '.join(sp.enums[key])}")
+    return config
+
+
+def _check_value(key: str, val: Any, fail, where: str) -> None:
+    if key in ("PE", "SIMD") and (isinstance(val, bool) or not isinstance(val, int) or val < 1):
+        fail(f"{where}={val!r} must be a positive integer")
 
 
 def save_folding_config(config: Mapping[str, Mapping[str, Any]], path: str | Path) -> None:
@@ -156,7 +241,7 @@ def apply_folding_config(
         check_node(new, mvau_wwidth_max)
         out.append(new)
     if missing:
-        warnings.warn("No HW configuration for nodes: " + ", ".join(missing), stacklevel=2)
+        log.info("No HW configuration for nodes: %s", ", ".join(missing))
     return out
 
 
@@ -174,10 +259,16 @@ def validate_folding(nodes: Sequence[Node], *, mvau_wwidth_max: int | None = Non
 
 
 def target_cycles(target_fps: float, clk_ns: float) -> int:
-    """Cycles per frame for a target fps, as FINN: ``int(1e9 / clk_ns / target_fps)``."""
-    if target_fps <= 0 or clk_ns <= 0:
+    """Cycles per frame for a target fps, as FINN: ``int(1e9 / clk_ns / target_fps)``.
+
+    A quotient within float rounding (1e-12 relative) of an integer counts as that integer,
+    so an fps hwbed reports (``1e9 / clk_ns / cycles``) gives back exactly ``cycles``.
+    """
+    if not (target_fps > 0 and clk_ns > 0 and math.isfinite(target_fps)):
         raise ValueError(f"target_fps and clk_ns must be positive, got {target_fps}, {clk_ns}")
-    return int(10**9 / clk_ns / target_fps)
+    exact = 10**9 / clk_ns / target_fps
+    near = round(exact)
+    return near if abs(exact - near) <= 1e-12 * exact else int(exact)
 
 
 def _raise_until(n: dict[str, Any], key: str, bound: int, target: int) -> None:
@@ -188,7 +279,23 @@ def _raise_until(n: dict[str, Any], key: str, bound: int, target: int) -> None:
             return
 
 
-def _set_folding_pass(nodes: Sequence[Node], target: int, wwidth_max: int) -> list[dict]:
+def _fold_skipped(n: dict[str, Any], target: int) -> None:
+    """Smallest parallelism of a node SetFolding skips that meets ``target`` (else its fastest)."""
+    ((key, bound),) = spec(n).fold.items()
+    best = None
+    for val in divisors(attr(n, bound)):
+        cycles = node_cycles({**n, key: val})
+        if cycles <= target:
+            n[key] = val
+            return
+        if best is None or cycles < best[0]:
+            best = cycles, val
+    n[key] = best[1]
+
+
+def _set_folding_pass(
+    nodes: Sequence[Node], target: int, wwidth_max: int, fold_skipped: bool = False
+) -> list[dict]:
     out = [dict(n) for n in nodes]
     unhandled = []
     for n in out:
@@ -218,10 +325,12 @@ def _set_folding_pass(nodes: Sequence[Node], target: int, wwidth_max: int) -> li
                 n["parallel_window"] = 1
         elif op == "FMPadding_hls":  # FINN main leaves FMPadding_rtl alone
             _raise_until(n, "SIMD", attr(n, "NumChannels"), target)
+        elif fold_skipped and op in _SKIPPED_BY_FINN:
+            _fold_skipped(n, target)
         else:
             unhandled.append(op)
     for op in dict.fromkeys(unhandled):
-        warnings.warn(f"SetFolding doesn't know how to handle op_type {op}", stacklevel=3)
+        log.info("SetFolding doesn't know how to handle op_type %s", op)
     return out
 
 
@@ -253,27 +362,61 @@ def set_folding(
 
 
 def fold_for_fps(
-    nodes: Sequence[Node], target_fps: float, clk_ns: float, *, mvau_wwidth_max: int = 36
+    nodes: Sequence[Node],
+    target_fps: float,
+    clk_ns: float,
+    *,
+    board: Board | None = None,
+    utilization: float | Mapping[str, float] = 1.0,
+    mvau_wwidth_max: int = 36,
 ) -> list[dict[str, Any]]:
-    """SetFolding for ``target_fps`` at ``clk_ns``; raise if the target cannot be met.
+    """A folding reaching ``target_fps`` at ``clk_ns`` (and fitting ``board`` when given).
 
-    Raises :class:`InfeasibleTargetError` with the required and achievable cycles
-    (and fps) when even the most parallel folding SetFolding can reach is too slow.
+    First one SetFolding pass, which also folds the ops FINN main's SetFolding skips
+    (StreamingMaxPool, FMPadding_rtl, DownSampler, ChannelPad) just enough for the target.
+    With a board, a result that misses the target or does not fit is replaced by the
+    budget-aware search of :func:`fold_to_fit` stopped at the target: every fps the fastest
+    fitting folding reaches is accepted. When nothing fits the board even fully folded, the
+    SetFolding result is returned if it meets the target (the caller reports the overrun).
+    Raises :class:`InfeasibleTargetError` with the required and achievable cycles otherwise.
     """
     required = target_cycles(target_fps, clk_ns)
-    out = _set_folding_pass(nodes, required, mvau_wwidth_max)
+    out = _set_folding_pass(nodes, required, mvau_wwidth_max, fold_skipped=True)
     achieved, bottleneck = _max_cycles(out)
-    if achieved > required:
-        best_fps = 1e9 / clk_ns / achieved
+    meets = achieved <= required
+    where = f"target {target_fps:g} fps at {clk_ns:g} ns needs <= {required} cycles per frame"
+    fit = None
+    if board is not None:
+        budget = _budget(board, utilization)
+        total = _totals(out, board.part)
+        if meets and _fits(total, budget):
+            return out
+        try:
+            fit = _fit_search(nodes, board, utilization, mvau_wwidth_max, required)
+        except BudgetExceededError:
+            pass  # nothing fits: like no board, the estimate step reports the overrun
+    if fit is None:
+        if meets:
+            return out
         raise InfeasibleTargetError(
             required,
             achieved,
             bottleneck,
-            f"target {target_fps:g} fps at {clk_ns:g} ns needs <= {required} cycles per frame, "
-            f"but the best folding reaches {achieved} cycles ({best_fps:.1f} fps), "
-            f"limited by {bottleneck} (mvau_wwidth_max={mvau_wwidth_max})",
+            f"{where}, but the best folding reaches {achieved} cycles "
+            f"({1e9 / clk_ns / achieved:.1f} fps), limited by {bottleneck} "
+            f"(mvau_wwidth_max={mvau_wwidth_max})",
         )
-    return out
+    best, best_node = _max_cycles(fit)
+    if best <= required:
+        return fit
+    note = f"; SetFolding reaches it but needs {_overrun(total, budget)}" if meets else ""
+    raise InfeasibleTargetError(
+        required,
+        best,
+        best_node,
+        f"{where}, but the fastest folding that fits {board.name} reaches {best} cycles "
+        f"({1e9 / clk_ns / best:.1f} fps), limited by {best_node}{note}",
+    )
 
 
 # ---------------------------------------------------------------- fit to a board
@@ -306,6 +449,24 @@ def _fits(total: Mapping[str, float], budget: Mapping[str, float]) -> bool:
     return all(total[k] <= budget[k] for k in RESOURCE_KEYS)
 
 
+def _budget(board: Board, utilization: float | Mapping[str, float]) -> dict[str, float]:
+    if isinstance(utilization, Mapping):
+        frac = utilization
+    else:
+        frac = dict.fromkeys(RESOURCE_KEYS, utilization)
+    return {k: board.budget()[k] * frac.get(k, 1.0) for k in RESOURCE_KEYS}
+
+
+def _totals(nodes: Sequence[Node], part: str) -> dict[str, float]:
+    return {k: sum(float(node_resources(n, part)[k]) for n in nodes) for k in RESOURCE_KEYS}
+
+
+def _overrun(total: Mapping[str, float], budget: Mapping[str, float]) -> str:
+    return ", ".join(
+        f"{k} {total[k]:g} > {budget[k]:g}" for k in RESOURCE_KEYS if total[k] > budget[k]
+    )
+
+
 def _cost(res: Mapping[str, float], budget: Mapping[str, float]) -> float:
     """Budget-normalised resource use, for ranking equally fast options."""
     return sum(res[k] / budget[k] if budget[k] else res[k] * 1e9 for k in RESOURCE_KEYS)
@@ -326,13 +487,25 @@ def fold_to_fit(
     Finally every node is relaxed to its cheapest setting no slower than the bottleneck.
     ``utilization`` scales the budget (a fraction, or one per key of ``BRAM_18K``, ``LUT``,
     ``URAM``, ``DSP``).
-    Raises :class:`BudgetExceededError` if the fully folded network does not fit.
+    Raises :class:`BudgetExceededError` (carrying that cheapest folding) if the fully folded
+    network does not fit.
     """
-    if isinstance(utilization, Mapping):
-        frac = utilization
-    else:
-        frac = dict.fromkeys(RESOURCE_KEYS, utilization)
-    budget = {k: board.budget()[k] * frac.get(k, 1.0) for k in RESOURCE_KEYS}
+    return _fit_search(nodes, board, utilization, mvau_wwidth_max, None)
+
+
+def _fit_search(
+    nodes: Sequence[Node],
+    board: Board,
+    utilization: float | Mapping[str, float],
+    mvau_wwidth_max: int,
+    target: int | None,
+) -> list[dict[str, Any]]:
+    """:func:`fold_to_fit`'s greedy search, stopped once max cycles <= ``target`` if given.
+
+    The greedy steps are the same with or without a target, so any target at or above the
+    untargeted result's max cycles is reached; the relaxation then uses the target as bound.
+    """
+    budget = _budget(board, utilization)
     part = board.part
     # per node: its options as (cycles, resources, attribute update)
     table = []
@@ -349,15 +522,17 @@ def fold_to_fit(
     total = {
         k: sum(float(t[c][1][k]) for t, c in zip(table, choice, strict=True)) for k in RESOURCE_KEYS
     }
+
+    def folded() -> list[dict[str, Any]]:
+        return [{**n, **t[c][2]} for n, t, c in zip(nodes, table, choice, strict=True)]
+
     if not _fits(total, budget):
-        over = ", ".join(
-            f"{k} {total[k]:g} > {budget[k]:g}" for k in RESOURCE_KEYS if total[k] > budget[k]
-        )
         raise BudgetExceededError(
             total,
             budget,
             f"network does not fit {board.name} even fully folded (cheapest folding of every "
-            f"layer): needs {over}",
+            f"layer): needs {_overrun(total, budget)}",
+            folded(),
         )
 
     def swap(i: int, j: int) -> dict[str, float]:
@@ -366,6 +541,8 @@ def fold_to_fit(
 
     while True:
         cycles = [t[c][0] for t, c in zip(table, choice, strict=True)]
+        if target is not None and max(cycles) <= target:
+            break
         b = cycles.index(max(cycles))
         faster = [j for j, e in enumerate(table[b]) if e[0] < cycles[b]]
         faster.sort(key=lambda j: (-table[b][j][0], _cost(table[b][j][1], budget)))
@@ -374,9 +551,11 @@ def fold_to_fit(
             break
         total, choice[b] = swap(b, step), step
     bound = max(t[c][0] for t, c in zip(table, choice, strict=True))
+    if target is not None and bound <= target:
+        bound = target
     for i, t in enumerate(table):
         for j in sorted(range(len(t)), key=lambda j, t=t: _cost(t[j][1], budget)):
             if t[j][0] <= bound and _fits(swap(i, j), budget):
                 total, choice[i] = swap(i, j), j
                 break
-    return [{**n, **t[c][2]} for n, t, c in zip(nodes, table, choice, strict=True)]
+    return folded()

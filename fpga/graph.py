@@ -16,6 +16,7 @@ logits), ``LabelSelect`` (LabelSelect_hls).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ import numpy as np
 
 SCHEMA = "hwbed-graph"
 SCHEMA_VERSION = 1
+PATH_META = ("checkpoint",)
+"""Meta keys holding file paths: stored relative to the graph's folder, absolute when loaded."""
 
 OPS = {
     "Thresholding": "Thresholding_rtl",
@@ -59,11 +62,19 @@ class IntType:
     frac: int = 0
 
     @property
+    def is_integer(self) -> bool:
+        return self.kind != "float"
+
+    @property
     def min(self) -> int:
+        if not self.is_integer:
+            raise GraphError(f"{self} has no integer range")
         return {"bipolar": -1, "uint": 0, "int": -(2 ** (self.bits - 1)), "ternary": -1}[self.kind]
 
     @property
     def max(self) -> int:
+        if not self.is_integer:
+            raise GraphError(f"{self} has no integer range")
         return {
             "bipolar": 1,
             "uint": 2**self.bits - 1,
@@ -96,12 +107,16 @@ class IntType:
             return BIPOLAR
         if t == "TERNARY":
             return TERNARY
-        if t.startswith("FIXED<"):
-            bits, ints = (int(v) for v in t[6:-1].split(","))
-            return IntType("int", bits, bits - ints)
+        if t.startswith("FIXED<") and t.endswith(">"):
+            parts = t[6:-1].split(",")
+            if len(parts) == 2 and all(v.strip().isdigit() for v in parts):
+                bits, ints = (int(v) for v in parts)
+                if 0 <= ints <= bits and bits > 0:
+                    return IntType("int", bits, bits - ints)
         for kind in ("UINT", "INT"):
-            if t.startswith(kind) and t[len(kind) :].isdigit():
-                return IntType(kind.lower(), int(t[len(kind) :]))
+            digits = t[len(kind) :]
+            if t.startswith(kind) and digits.isdigit() and int(digits) > 0:
+                return IntType(kind.lower(), int(digits))
         raise GraphError(f"unknown data type {text!r}")
 
     @staticmethod
@@ -172,9 +187,13 @@ class Graph:
                     raise GraphError(f"node {node.name}: input tensor {t!r} is not declared")
                 if t not in known:
                     raise GraphError(f"node {node.name}: input {t!r} is used before it is produced")
+            if len(node.outputs) != 1:
+                raise GraphError(f"node {node.name}: {len(node.outputs)} outputs, expected 1")
             for t in node.outputs:
                 if t not in self.tensors:
                     raise GraphError(f"node {node.name}: output tensor {t!r} is not declared")
+                if t in known:
+                    raise GraphError(f"node {node.name}: output {t!r} is already produced")
                 known.add(t)
             for key, value in node.params.items():
                 if not isinstance(value, np.ndarray):
@@ -192,16 +211,24 @@ class Graph:
 
     # -- serialisation -------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write ``<path>.json`` (structure) and ``<path>.npz`` (parameters)."""
+        """Write ``<path>.json`` (structure) and ``<path>.npz`` (parameters).
+
+        Paths in the meta (:data:`PATH_META`) are stored relative to the graph's folder when
+        they lie inside it, so that the folder can be copied or moved.
+        """
         path = Path(path).with_suffix("")
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"{n.name}/{k}": v for n in self.nodes for k, v in n.params.items()}
+        meta = {
+            k: portable_path(v, path.parent) if k in PATH_META and isinstance(v, str) else v
+            for k, v in self.meta.items()
+        }
         doc = {
             "schema": SCHEMA,
             "version": SCHEMA_VERSION,
             "input": self.input,
             "output": self.output,
-            "meta": self.meta,
+            "meta": meta,
             "tensors": [
                 {"name": t.name, "shape": list(t.shape), "dtype": t.dtype.finn}
                 for t in self.tensors.values()
@@ -227,68 +254,140 @@ class Graph:
 
     @staticmethod
     def load(path: str | Path) -> Graph:
-        """Read a saved graph; a corrupt or hand-edited file fails naming node and field."""
+        """Read a saved graph and check it (:func:`~hwbed.fpga.checks.check_graph`).
+
+        A corrupt or hand-edited file fails with one line naming the file, the node and the
+        field; meta paths are resolved against the graph's folder.
+        """
+        from .checks import check_graph  # semantic checks: shapes, types, proven ranges
+
         path = Path(path).with_suffix("")
         jpath, npath = path.with_suffix(".json"), path.with_suffix(".npz")
+        doc = _read_json(jpath)
+        arrays = _read_npz(npath)
         try:
-            doc = json.loads(jpath.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise GraphError(f"{jpath}: cannot read graph JSON: {err}") from err
-        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-            raise GraphError(f"{jpath}: not an hwbed graph (schema field)")
-        if doc.get("version") != SCHEMA_VERSION:
-            raise GraphError(
-                f"{jpath}: schema version {doc.get('version')}, expected {SCHEMA_VERSION}"
-            )
-        try:
-            arrays = dict(np.load(npath, allow_pickle=False))
-        except Exception as err:  # zip/npy errors come in many types
-            raise GraphError(f"{npath}: cannot read graph parameters: {err}") from err
-        tensors = {}
-        for i, t in enumerate(_field(doc, "tensors", list, "graph")):
-            where = f"tensor #{i}"
-            name = _field(t, "name", str, where)
-            tensors[name] = Tensor(
-                name,
-                tuple(_field(t, "shape", list, name)),
-                IntType.parse(_field(t, "dtype", str, name)),
-            )
-        nodes = []
-        for i, n in enumerate(_field(doc, "nodes", list, "graph")):
-            name = _field(n, "name", str, f"node #{i}")
-            params = {}
-            for key, spec in _field(n, "params", dict, name).items():
-                arr = arrays.get(f"{name}/{key}")
-                if arr is None:
-                    raise GraphError(f"node {name}: param {key!r} missing from {npath.name}")
-                if list(arr.shape) != list(spec["shape"]) or str(arr.dtype) != spec["dtype"]:
-                    raise GraphError(
-                        f"node {name}: param {key!r} is {arr.dtype}{list(arr.shape)} in "
-                        f"{npath.name} but the JSON says {spec['dtype']}{spec['shape']}"
-                    )
-                params[key] = arr
-            nodes.append(
-                Node(
-                    name,
-                    _field(n, "op", str, name),
-                    _field(n, "inputs", list, name),
-                    _field(n, "outputs", list, name),
-                    _field(n, "attrs", dict, name),
-                    params,
-                )
-            )
-        graph = Graph(
-            nodes,
-            tensors,
-            _field(doc, "input", str, "graph"),
-            _field(doc, "output", str, "graph"),
-            doc.get("meta", {}),
-        )
-        graph.validate()
-        from .checks import check_graph  # semantic checks: shapes, types, accumulator bounds
-
-        check_graph(graph)
+            graph = _from_doc(doc, arrays, npath.name)
+            graph.validate()
+            check_graph(graph)
+        except GraphError as err:
+            raise GraphError(f"{jpath}: {err}") from err
+        for key in PATH_META:
+            if isinstance(graph.meta.get(key), str):
+                graph.meta[key] = os.path.abspath(jpath.parent / graph.meta[key])
         return graph
+
+
+def portable_path(path: str | Path, folder: str | Path) -> str:
+    """``path`` as a file in ``folder`` stores it: relative (POSIX) inside it, else absolute."""
+    target, base = Path(path).resolve(), Path(folder).resolve()
+    if target.is_relative_to(base):
+        return target.relative_to(base).as_posix()
+    return str(target)
+
+
+def _read_json(jpath: Path) -> dict:
+    """The graph document; a missing, truncated or foreign file fails saying which."""
+    try:
+        text = jpath.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise GraphError(f"{jpath}: cannot read graph JSON: {err}") from err
+    if not text.strip():
+        raise GraphError(f"{jpath}: cannot read graph JSON: the file is empty")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        cut = err.pos >= len(text.rstrip()) or err.msg.startswith("Unterminated string")
+        what = "truncated" if cut else "not valid JSON"
+        raise GraphError(
+            f"{jpath}: cannot read graph JSON: {what} at line {err.lineno} "
+            f"column {err.colno} ({err.msg})"
+        ) from err
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise GraphError(f"{jpath}: not an hwbed graph (schema field)")
+    if doc.get("version") != SCHEMA_VERSION:
+        raise GraphError(f"{jpath}: schema version {doc.get('version')}, expected {SCHEMA_VERSION}")
+    return doc
+
+
+def _read_npz(npath: Path) -> dict[str, np.ndarray]:
+    try:
+        return dict(np.load(npath, allow_pickle=False))
+    except Exception as err:  # zip/npy errors come in many types
+        raise GraphError(f"{npath}: cannot read graph parameters: {err}") from err
+
+
+def _from_doc(doc: dict, arrays: dict[str, np.ndarray], npz: str) -> Graph:
+    """Build the graph a document describes; each error names the tensor or node and field."""
+    tensors = {}
+    for i, t in enumerate(_field(doc, "tensors", list, "graph")):
+        name = _field(t, "name", str, f"tensor #{i}")
+        if name in tensors:
+            raise GraphError(f"tensor {name}: declared twice")
+        tensors[name] = Tensor(name, _shape(t, name), _dtype(t, name))
+    nodes = [_node(n, i, arrays, npz) for i, n in enumerate(_field(doc, "nodes", list, "graph"))]
+    used = {f"{n.name}/{k}" for n in nodes for k in n.params}
+    extra = sorted(set(arrays) - used)
+    if extra:
+        raise GraphError(f"{npz} holds {extra[0]!r}, which the JSON does not declare")
+    return Graph(
+        nodes,
+        tensors,
+        _field(doc, "input", str, "graph"),
+        _field(doc, "output", str, "graph"),
+        _field(doc, "meta", dict, "graph") if "meta" in doc else {},
+    )
+
+
+def _shape(t: dict, name: str) -> tuple[int, ...]:
+    shape = _field(t, "shape", list, f"tensor {name}")
+    if not shape or not all(_is_int(s) and s > 0 for s in shape):
+        raise GraphError(f"tensor {name}: field shape {shape} must be a list of positive integers")
+    return tuple(shape)
+
+
+def _dtype(t: dict, name: str) -> IntType:
+    try:
+        return IntType.parse(_field(t, "dtype", str, f"tensor {name}"))
+    except GraphError as err:
+        raise GraphError(f"tensor {name}: field dtype: {err}") from err
+
+
+def _node(n: dict, i: int, arrays: dict[str, np.ndarray], npz: str) -> Node:
+    name = _field(n, "name", str, f"node #{i}")
+    where = f"node {name}"
+    params = {}
+    for key, spec in _field(n, "params", dict, where).items():
+        arr = arrays.get(f"{name}/{key}")
+        if arr is None:
+            raise GraphError(f"{where}: param {key!r} missing from {npz}")
+        shape = _field(spec, "shape", list, f"{where} param {key!r}")
+        dtype = _field(spec, "dtype", str, f"{where} param {key!r}")
+        if list(arr.shape) != shape or str(arr.dtype) != dtype:
+            raise GraphError(
+                f"{where}: param {key!r} is {arr.dtype}{list(arr.shape)} in "
+                f"{npz} but the JSON says {dtype}{shape}"
+            )
+        params[key] = arr
+    return Node(
+        name,
+        _field(n, "op", str, where),
+        _names(n, "inputs", where),
+        _names(n, "outputs", where),
+        _field(n, "attrs", dict, where),
+        params,
+    )
+
+
+def _names(n: dict, key: str, where: str) -> list[str]:
+    names = _field(n, key, list, where)
+    if not all(isinstance(t, str) for t in names):
+        raise GraphError(f"{where}: field {key!r} must list tensor names, got {names}")
+    return names
+
+
+def _is_int(value) -> bool:
+    """An integer (JSON ``true`` is not one)."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _field(obj: dict, key: str, kind: type, where: str):

@@ -9,6 +9,7 @@ from torch import nn
 from hwbed.models.resnet import ResNet
 from hwbed.models.spec import ModelSpec, parse_spec
 
+from .checks import check_graph
 from .frontend import lower_bnn_pynq, lower_resnet
 from .graph import Graph, GraphError
 from .passes import DEFAULT_PASSES, run_passes
@@ -17,7 +18,10 @@ from .passes import DEFAULT_PASSES, run_passes
 def lower(
     model: nn.Module, spec: ModelSpec | str, shape_chw: tuple[int, int, int], passes=DEFAULT_PASSES
 ) -> Graph:
-    """Lower ``model`` (eval mode, built for ``spec``) on inputs of shape (C, H, W)."""
+    """Lower ``model`` (eval mode, built for ``spec``) on inputs of shape (C, H, W).
+
+    The result passes the checks :meth:`Graph.load` applies (:func:`check_graph`).
+    """
     spec = parse_spec(spec)
     model.eval()
     if isinstance(model, ResNet):
@@ -26,14 +30,20 @@ def lower(
         graph = lower_bnn_pynq(model, tuple(shape_chw), spec.name)
     else:
         raise GraphError(f"{spec.name}: no lowering for {type(model).__name__}")
-    return run_passes(graph, passes)
+    graph = run_passes(graph, passes)
+    check_graph(graph)
+    return graph
 
 
 def lower_checkpoint(path: str | Path, passes=DEFAULT_PASSES) -> Graph:
-    """Lower a trained checkpoint; the graph's meta records where it came from."""
+    """Lower a trained checkpoint; the graph's meta records where it came from.
+
+    The meta path is absolute here; :meth:`Graph.save` stores it relative to the graph's folder
+    when the checkpoint lies inside it (a build folder stays valid when copied or moved).
+    """
     from hwbed.models.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(path)
     graph = lower(model, meta.spec, meta.input_shape, passes)
-    graph.meta.update(checkpoint=str(path), data=meta.data)
+    graph.meta.update(checkpoint=str(Path(path).resolve()), data=meta.data)
     return graph

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .checks import proven_range
+from .checks import MAX_BITS, proven_range
 from .graph import OPS, Graph, GraphError, IntType
 
 
@@ -45,7 +45,7 @@ class AbsorbThresholdsIntoMVAU:
 class InferAccumulatorWidths:
     """Prove each MVAU's accumulator range from weights and input type; refuse if too wide."""
 
-    def __init__(self, max_bits: int = 32):
+    def __init__(self, max_bits: int = MAX_BITS):
         self.max_bits = max_bits
 
     def apply(self, graph: Graph) -> tuple[Graph, bool]:

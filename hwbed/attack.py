@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
-from hwbed.attacks.inputs import AttackError
+from hwbed.cli import add_debug, command
 
 DEFAULT_BUILD = Path("build/resnet20-xnor-pynq-z2")
 DEFAULT_BASELINE = "resnet20"
@@ -61,64 +60,72 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     run.add_argument("--dry-run", action="store_true", help="print the cells and exit")
     run.add_argument("--no-progress", dest="progress", action="store_false")
+    add_debug(run)
     return p
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
+    """Bad inputs (GridError, PlanError, StoreError, EngineError, AttackError, ...) end in one
+    ``error:`` line and exit status 2 (:mod:`hwbed.cli`); failed cells in exit status 1."""
     args = build_parser().parse_args(argv)
-    warnings.filterwarnings("ignore", message="Keyword arguments are being passed")
     from hwbed.cells import ModelSource, PlanError, executables_for, plan
-    from hwbed.engine import EngineError, run_jobs, validate
+    from hwbed.engine import run_jobs, validate
     from hwbed.grid import GridError, load_grid, presets
-    from hwbed.store import Store, StoreError
+    from hwbed.store import Store
 
     if args.list_presets:
         for name in sorted(presets()):
             g = load_grid(name)
             print(f"{name:22s} {g.describe().split(': ', 1)[1]:48s} {g.description}")
         return 0
-    try:
-        if args.preset and args.grid:
-            raise GridError("give --preset or --grid, not both")
-        grid = load_grid(
-            None if args.grid else args.preset or "smoke", args.grid, images=args.images
-        )
-        if args.jobs < 1:
-            raise PlanError(f"--jobs must be >= 1, got {args.jobs}")
-        if args.model and not args.checkpoint:
-            raise PlanError("--model names the spec of a --checkpoint; give --checkpoint PT")
-        kinds = [k.strip() for k in args.executable.split(",") if k.strip()]
-        models = [ModelSource.from_checkpoint(c, args.model) for c in args.checkpoint]
-        if not models and not args.build:  # the embedded default and its float baseline
-            if not DEFAULT_BUILD.is_dir():
-                _build_default(args.progress)
-            models = [ModelSource.from_checkpoint(_train_baseline(args.progress))]
-        models += [ModelSource.from_build(b) for b in args.build or [str(DEFAULT_BUILD)]]
-        jobs = plan(grid, models, kinds, args.data, args.data_dir)
-        for m in models:
-            if executables_for(m, kinds) != kinds:
-                print(
-                    f"note: {m.name} is a float network: attacked on its twin only", file=sys.stderr
-                )
-        validate(jobs, args.jobs, args.cluster, args.retries)
-        if args.dry_run:
-            _print_cells(jobs)
-            return 0
-        store = Store(args.store or Path("runs/attack") / grid.name)
-        report = run_jobs(
-            jobs,
-            store,
-            workers=args.jobs,
-            cluster=args.cluster,
-            retries=args.retries,
-            progress=args.progress,
-        )
-    except (GridError, PlanError, StoreError, EngineError, AttackError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.preset and args.grid:
+        raise GridError("give --preset or --grid, not both")
+    grid = load_grid(None if args.grid else args.preset or "smoke", args.grid, images=args.images)
+    if args.jobs < 1:
+        raise PlanError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.model and not args.checkpoint:
+        raise PlanError("--model names the spec of a --checkpoint; give --checkpoint PT")
+    kinds = [k.strip() for k in args.executable.split(",") if k.strip()]
+    models = [ModelSource.from_checkpoint(c, args.model) for c in args.checkpoint]
+    builds = list(args.build)
+    if not models and not builds:  # the embedded default and its float baseline
+        if not DEFAULT_BUILD.is_dir():
+            _build_default(args.progress)
+        models = [ModelSource.from_checkpoint(_train_baseline(args.progress))]
+        builds = [str(DEFAULT_BUILD)]
+    models += [ModelSource.from_build(b) for b in builds]
+    if any(k.startswith("sim") for k in kinds):
+        _check_graphs(builds)
+    jobs = plan(grid, models, kinds, args.data, args.data_dir)
+    for m in models:
+        if executables_for(m, kinds) != kinds:
+            print(f"note: {m.name} is a float network: attacked on its twin only", file=sys.stderr)
+    validate(jobs, args.jobs, args.cluster, args.retries)
+    if args.dry_run:
+        _print_cells(jobs)
+        return 0
+    store = Store(args.store or Path("runs/attack") / grid.name)
+    report = run_jobs(
+        jobs,
+        store,
+        workers=args.jobs,
+        cluster=args.cluster,
+        retries=args.retries,
+        progress=args.progress,
+    )
     print(table(store, jobs))
     print(f"\n{report}\nstore: {store.path}")
     return 1 if report.failed else 0
+
+
+def _check_graphs(builds: list[str]) -> None:
+    """Read each build's saved graph now: a corrupt one fails before the sweep, not per cell."""
+    from hwbed.fpga.graph import Graph
+
+    for folder in builds:
+        if (Path(folder) / "graph.json").is_file():
+            Graph.load(Path(folder) / "graph")
 
 
 def _build_default(progress: bool) -> None:

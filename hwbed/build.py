@@ -3,14 +3,22 @@
 With no ``--model``/``--checkpoint`` it trains the embedded default (resnet20-xnor on the
 digits data, cached in runs/ after the first run), then exports, lowers, folds, estimates,
 writes the FINN folder and the deploy package, and verifies the simulator against the twin.
+
+Exit status: 0 built; 1 built but the design does not fit the board (one ``error:`` line
+with the overrun; no FINN folder); 2 a bad input or a failed step (one ``error:`` line).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
-from hwbed.fpga.build_flow import PRESETS, STEPS, BuildConfig, BuildError, build
+from hwbed.cli import add_debug, command
+from hwbed.fpga.build_flow import PRESETS, STEPS, BuildConfig, DoesNotFitError, build
+
+DOES_NOT_FIT = 1
+"""Exit status of a build whose design exceeds the board."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,19 +36,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start-step", choices=list(STEPS))
     p.add_argument("--stop-step", choices=list(STEPS))
     p.add_argument("--epochs", type=int, default=30, help="training epochs when training")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="retrain the cached run (runs/<spec>-<data>-s<seed>) if its settings differ",
+    )
     p.add_argument("--verify-n", type=int, default=64, help="images checked in the verify step")
     p.add_argument("--no-progress", dest="progress", action="store_false")
-    return p
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="show hwbed's notes (e.g. FINN's folding ones)"
+    )
+    return add_debug(p)
 
 
+class _Notes(logging.Handler):
+    """hwbed's INFO records as ``info: ...`` lines (warnings go to the usual handler)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.WARNING:
+            print(f"info: {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+@command
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cfg = BuildConfig(**vars(args))
+    args = vars(build_parser().parse_args(argv))
+    args.pop("debug", None)
+    verbose = args.pop("verbose")
+    cfg = BuildConfig(**args)
+    logger, notes = logging.getLogger("hwbed"), _Notes()
+    level = logger.level
+    if verbose and not logger.isEnabledFor(logging.DEBUG):  # --debug shows them already
+        logger.addHandler(notes)
+        logger.setLevel(logging.INFO)
     try:
         out = build(cfg)
-    except (BuildError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except DoesNotFitError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return DOES_NOT_FIT
+    finally:
+        logger.removeHandler(notes)
+        logger.setLevel(level)
     print(f"build folder: {out}")
     return 0
 

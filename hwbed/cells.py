@@ -243,9 +243,9 @@ def _white_box():
 
 def run_job(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """Run one job's attack and return its cells ({key, manifest, examples} each)."""
-    import warnings
+    from hwbed.cli import quiet_known_warnings
 
-    warnings.filterwarnings("ignore", message="Keyword arguments are being passed")
+    quiet_known_warnings()  # a spawned worker: the CLI's filters are not inherited
     from hwbed.attacks.backends import make_executable
     from hwbed.attacks.registry import make_attack
     from hwbed.attacks.scoring import score_on

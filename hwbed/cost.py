@@ -11,9 +11,10 @@ import argparse
 import json
 import sys
 
+from hwbed.cli import InputError, add_debug, command, quiet_known_warnings
 from hwbed.models.cost import ModelCost, model_cost
-from hwbed.models.data import dataset_info
-from hwbed.models.spec import SpecError, parse_spec
+from hwbed.models.data import available_datasets, dataset_info
+from hwbed.models.spec import parse_spec
 from hwbed.models.zoo import build_model, input_size
 
 IMAGENET_SHAPE = ((3, 224, 224), 1000)
@@ -29,6 +30,7 @@ def default_data(spec) -> str:
 
 def cost_of(text: str, data: str | None = None, checkpoint: str | None = None) -> ModelCost:
     """Cost of a spec on a data set's input shape (or of a trained checkpoint)."""
+    quiet_known_warnings()
     if checkpoint is not None:
         from hwbed.models.checkpoint import load_checkpoint
 
@@ -67,6 +69,7 @@ def format_table(cost: ModelCost) -> str:
     return "\n".join(lines)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hwbed.cost", description=__doc__.splitlines()[0]
@@ -77,12 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         "--checkpoint", help="cost of this trained checkpoint instead of a fresh net"
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of tables")
+    add_debug(parser)
     args = parser.parse_args(argv)
-    try:
-        costs = [cost_of(s, args.data, args.checkpoint) for s in args.specs]
-    except (SpecError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.data is not None and args.data not in available_datasets():
+        known = ", ".join(available_datasets())
+        raise InputError(f"unknown data set; known: {known}", f"--data {args.data}")
+    if args.checkpoint is None:
+        for spec in args.specs:  # every spec checked before the first network is built
+            parse_spec(spec)
+    costs = [cost_of(s, args.data, args.checkpoint) for s in args.specs]
     if args.json:
         print(json.dumps([c.to_dict() for c in costs], indent=2))
     else:

@@ -1,7 +1,8 @@
 """``python -m hwbed.train --model SPEC --data NAME ...``: train any network of the study.
 
 Writes ``<out>/model.pt`` and its model card ``<out>/model.json`` after every epoch; running
-the same command again resumes a killed run (or reports that it is complete).
+the same command again resumes a killed run exactly (or reports that it is complete), with
+more ``--epochs`` extends it; other settings are refused unless ``--force`` replaces the run.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import sys
 from dataclasses import fields
 
+from hwbed.cli import command
 from hwbed.models.checkpoint import CheckpointError
 from hwbed.models.spec import SpecError
 from hwbed.models.training import TrainConfig, train
@@ -22,6 +24,7 @@ HELP = {
     "teacher": "teacher checkpoint for -kd specs",
     "init": "start from this checkpoint (-prune-*: the trained float network)",
     "out": "output folder (default runs/<spec>-<data>-s<seed>)",
+    "force": "replace a run in the output folder trained with other settings or more epochs",
 }
 
 
@@ -36,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name == "model":
             parser.add_argument(flag, required=True, help=HELP["model"])
         elif isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=HELP.get(f.name)
+            )
         else:
             kind = {
                 "epochs": int,
@@ -55,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = TrainConfig(**vars(args))

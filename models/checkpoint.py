@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,17 @@ def save_checkpoint(
         "train_state": state or {},
     }
     tmp = path.with_suffix(".pt.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # the commit point: a kill before the card is written leaves it stale
+    write_card(path, meta)
+
+
+def write_card(path: str | Path, meta: CheckpointMeta) -> None:
+    """Write the model card of the checkpoint ``path`` atomically."""
+    path = Path(path)
     card = {
         "spec": meta.spec.name,
         "data": meta.data,
@@ -103,6 +113,26 @@ def save_checkpoint(
     os.replace(tmp_card, card_path(path))
 
 
+def _unreadable(path: Path, err: Exception) -> str:
+    """Why torch could not load ``path``, in hwbed's words (never torch's advice to load it
+    with ``weights_only=False``: that would run whatever code an unknown file holds)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "empty file"
+    if head != b"PK\x03\x04":
+        return "not a torch zip archive"
+    if not zipfile.is_zipfile(path):
+        return "truncated or corrupt torch archive"
+    text = str(err)
+    if "Unsupported global" in text:
+        name = text.split("GLOBAL ", 1)[1].split(" ", 1)[0] if "GLOBAL " in text else "?"
+        return f"holds pickled objects ({name}), not only tensors and plain values"
+    if "weights_only" in text or "\n" in text.strip():
+        return type(err).__name__
+    return f"{type(err).__name__}: {text.strip()[:200]}"
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict, validated; raises :class:`CheckpointError` naming the file."""
     path = Path(path)
@@ -112,10 +142,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated/garbage files
         raise CheckpointError(
-            f"{path} is not a readable checkpoint (corrupt or truncated?): {err}"
-        ) from err
+            f"{path}: not a hwbed checkpoint (unreadable: {_unreadable(path, err)})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an hwbed checkpoint (no '{FORMAT}' header)")
+        raise CheckpointError(f"{path}: not a hwbed checkpoint (no '{FORMAT}' header)")
     if payload.get("version") != VERSION:
         raise CheckpointError(
             f"{path} has checkpoint version {payload.get('version')}, expected {VERSION}"
@@ -124,6 +154,44 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path} lacks the fields {sorted(missing)}")
     return payload
+
+
+def runtime_state(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Training state that ``state_dict`` leaves out or rewrites: Brevitas' statistics phase.
+
+    A runtime-statistics scale (or zero point) keeps a step ``counter`` and a running
+    ``buffer``; ``state_dict`` saves the buffer *as* the learned value and loading it ends
+    the statistics phase. Continuing a run exactly needs the counter and the raw tensors.
+    """
+    state = {}
+    for name, module in model.named_modules():
+        attrs = {
+            key: getattr(module, key)
+            for key in ("counter", "init_done")
+            if isinstance(getattr(module, key, None), (bool, int))
+        }
+        if not attrs:
+            continue
+        tensors = {**module._parameters, **module._buffers}
+        state[name] = {
+            "attrs": attrs,
+            "tensors": {k: v.detach().clone() for k, v in tensors.items() if v is not None},
+        }
+    return state
+
+
+@torch.no_grad()
+def restore_runtime_state(model: nn.Module, state: dict[str, dict[str, Any]]) -> None:
+    """Undo what loading ``state_dict`` did to the modules :func:`runtime_state` saved."""
+    for name, saved in state.items():
+        module = model.get_submodule(name)
+        for key, value in saved["attrs"].items():
+            setattr(module, key, value)
+        for key, value in saved["tensors"].items():
+            target = module._parameters.get(key)
+            if target is None:
+                target = module._buffers[key]
+            target.copy_(value)
 
 
 def _uncalibrated_scale(model: nn.Module, key: str) -> bool:

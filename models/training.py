@@ -1,16 +1,21 @@
 """Training of every variant: plain, distilled (KD), prune-then-fine-tune; resumable.
 
 One epoch at a time: train with a progress bar, evaluate on the test split, then write the
-checkpoint and model card atomically, so a killed run restarts from its last finished epoch.
+checkpoint (weights, optimizer, scheduler, every random stream, Brevitas' statistics phase)
+and model card atomically, so a killed run continues from its last finished epoch exactly
+as if it had not been killed. A rerun into the same folder with settings that change the
+result is refused (``force`` replaces the run); one with more epochs extends it.
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
+import json
 import random
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,12 +23,30 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    CheckpointMeta,
+    card_path,
+    load_checkpoint,
+    read_checkpoint,
+    restore_runtime_state,
+    runtime_state,
+    save_checkpoint,
+    write_card,
+)
 from .data import CIFAR_AUGMENT, DIGITS_AUGMENT, Batches, load_dataset
 from .distill import kd_loss
 from .pruning import prune_model
 from .spec import ModelSpec, parse_spec
 from .zoo import build_model, input_size
+
+
+class TrainError(ValueError):
+    """Training settings that cannot work (a distilled spec without a teacher, ...)."""
+
+
+class RunConflictError(CheckpointError):
+    """The output folder holds a run that the requested settings would not reproduce."""
 
 
 @dataclass
@@ -55,6 +78,8 @@ class TrainConfig:
     limit: int | None = None
     device: str = "auto"
     progress: bool = True
+    force: bool = False
+    """Replace a run in the output folder that these settings would not reproduce."""
 
     def output_dir(self) -> Path:
         spec = parse_spec(self.model)
@@ -85,23 +110,39 @@ def evaluate(model: nn.Module, batches: Batches, device: torch.device) -> float:
     return correct / max(total, 1)
 
 
-def make_optimizer(model: nn.Module, spec: ModelSpec, cfg: TrainConfig):
+def _optimizer_kind(spec: ModelSpec, cfg: TrainConfig) -> str:
     kind = cfg.optimizer
     if kind == "auto":
         kind = "adam" if spec.quantized else "sgd"
-    params = [p for p in model.parameters() if p.requires_grad]
+    if kind not in ("sgd", "adam"):
+        raise TrainError(f"unknown optimizer {cfg.optimizer!r}; use sgd, adam or auto")
+    return kind
+
+
+def _default_lr(spec: ModelSpec, kind: str) -> float:
     if kind == "adam":
-        default = 0.02 if spec.family == "bnn-pynq" else 2e-3
-        return torch.optim.Adam(params, lr=cfg.lr or default, weight_decay=0.0)
-    if kind == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg.lr or 0.1, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True
-        )
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use sgd, adam or auto")
+        return 0.02 if spec.family == "bnn-pynq" else 2e-3
+    return 0.1
+
+
+def make_optimizer(model: nn.Module, spec: ModelSpec, cfg: TrainConfig):
+    kind = _optimizer_kind(spec, cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr = cfg.lr or _default_lr(spec, kind)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=0.0)
+    return torch.optim.SGD(
+        params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True
+    )
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train ``cfg.model`` on ``cfg.data``; return the checkpoint path (resumes if present)."""
+    """Train ``cfg.model`` on ``cfg.data``; return the checkpoint path.
+
+    A run already in the output folder is resumed, extended to more epochs, or found
+    complete; one trained with other settings (or for more epochs) raises
+    :class:`RunConflictError` unless ``cfg.force``.
+    """
     spec = parse_spec(cfg.model)
     device = pick_device(cfg.device)
     out = cfg.output_dir()
@@ -117,25 +158,34 @@ def train(cfg: TrainConfig) -> Path:
     teacher = None
     if spec.kind == "kd":
         if cfg.teacher is None:
-            raise ValueError(
+            raise TrainError(
                 f"{spec.name} is trained by distillation: pass --teacher CHECKPOINT "
                 "(e.g. a trained resnet56 on the same data)"
             )
         teacher, tmeta = load_checkpoint(cfg.teacher, device=str(device))
         if tmeta.data != cfg.data or tuple(tmeta.input_shape) != shape:
-            raise ValueError(f"teacher {cfg.teacher} was trained on {tmeta.data}, not {cfg.data}")
+            raise TrainError(f"teacher {cfg.teacher} was trained on {tmeta.data}, not {cfg.data}")
 
-    resume = read_checkpoint(ckpt) if ckpt.is_file() else None
-    if resume is not None and resume["spec"] != spec.name:
-        raise ValueError(f"{ckpt} holds {resume['spec']}, not {spec.name}: choose another --out")
+    data_sha = _digest(x_tr, y_tr, x_te, y_te)
+    resume, targets = _existing_run(cfg, spec, ckpt, data_sha)
     if resume is not None:
+        state = resume["train_state"]
         model, meta = load_checkpoint(ckpt, device=str(device))
-        if meta.complete and meta.epoch >= cfg.epochs:
-            print(f"{ckpt} is complete ({meta.card.get('test_accuracy')}); nothing to do")
+        restore_runtime_state(model, state.get("modules", {}))
+        if resume["complete"] and resume["epoch"] == cfg.epochs:
+            card = state.get("card")
+            if card is not None and _card_epoch(ckpt) != resume["epoch"]:  # killed in between
+                write_card(ckpt, _meta(spec, cfg, shape, info, resume["epoch"], card))
+            acc = (card or meta.card).get("test_accuracy")
+            print(f"{ckpt} is complete ({acc}); nothing to do")
             return ckpt
     else:
         model = _initial_model(spec, cfg, shape, info.num_classes, device)
+    extended_from = targets[-1] if targets and targets[-1] != cfg.epochs else None
+    if not targets or extended_from is not None:
+        targets = [*targets, cfg.epochs]  # a longer run extends the recorded one
     model.to(device)
+    settings = _result_settings(cfg, spec, targets[0], data_sha)
 
     optimizer = make_optimizer(model, spec, cfg)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
@@ -145,26 +195,57 @@ def train(cfg: TrainConfig) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _retarget_cosine(scheduler, cfg.epochs)
-        torch.set_rng_state(state["rng"])
         start, history = resume["epoch"], state.get("history", [])
         print(f"resuming {spec.name} from {ckpt} at epoch {start}/{cfg.epochs}")
+        if extended_from is not None and start > 1:
+            print(
+                f"note: the first {start} epochs followed the {extended_from}-epoch schedule; "
+                f"the result differs from a {cfg.epochs}-epoch run trained from the start"
+            )
 
     augment = None
     if cfg.augment:
         augment = CIFAR_AUGMENT if info.channels == 3 and info.height >= 32 else DIGITS_AUGMENT
-    batch_rng = resume["train_state"].get("batch_rng") if resume is not None else None
     train_batches = Batches(
         x_tr,
         y_tr,
         cfg.batch_size,
         shuffle=True,
         augment=augment,
-        seed=cfg.seed if batch_rng is not None else cfg.seed + start,
+        seed=cfg.seed,
         drop_last=len(y_tr) > cfg.batch_size,
     )
-    if batch_rng is not None:  # continue the shuffle/augment stream of the killed run
-        train_batches.generator.set_state(batch_rng)
+    if resume is not None:  # continue every random stream where the last epoch left it
+        _set_rng_state(resume["train_state"], train_batches, cfg.seed + start)
     test_batches = Batches(x_te, y_te, 256)
+
+    def save(epoch: int, acc: float, elapsed: float) -> None:
+        best = max(history, key=lambda h: h["test_accuracy"], default=None)
+        card = {
+            "test_accuracy": acc,
+            "accuracy_reported": "final epoch",
+            "best_test_accuracy": acc if best is None else best["test_accuracy"],
+            "best_epoch": epoch if best is None else best["epoch"],
+            "seed": cfg.seed,
+            "train_seconds": round(elapsed, 1),
+            "settings": asdict(cfg),
+            "result_settings": settings,
+            "epoch_targets": targets,
+            "history": history,
+            "test_images": len(y_te),
+        }
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(train_batches),
+            "modules": runtime_state(model),
+            "history": history,
+            "settings": settings,
+            "epoch_targets": targets,
+            "card": card,
+        }
+        save_checkpoint(ckpt, model, _meta(spec, cfg, shape, info, epoch, card), state)
+
     clip = getattr(model, "clip_weights", None) if spec.kind == "int" else None
     t0 = time.perf_counter() - sum(h["seconds"] for h in history)
     for epoch in range(start, cfg.epochs):
@@ -209,70 +290,213 @@ def train(cfg: TrainConfig) -> Path:
             f"test acc {acc:.4f} ({elapsed:.0f}s)",
             flush=True,
         )
-        card = {
-            "test_accuracy": acc,
-            "seed": cfg.seed,
-            "train_seconds": round(elapsed, 1),
-            "settings": asdict(cfg),
-            "history": history,
-            "test_images": len(y_te),
-        }
-        meta = CheckpointMeta(
-            spec,
-            cfg.data,
-            shape,
-            info.num_classes,
-            epoch=epoch + 1,
-            complete=epoch + 1 == cfg.epochs,
-            card=card,
-        )
-        state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
-            "batch_rng": train_batches.generator.get_state(),
-            "history": history,
-        }
-        save_checkpoint(ckpt, model, meta, state)
-    if cfg.epochs == 0 or start >= cfg.epochs:
-        acc = evaluate(model, test_batches, device)
-        meta = CheckpointMeta(
-            spec,
-            cfg.data,
-            shape,
-            info.num_classes,
-            epoch=cfg.epochs,
-            complete=True,
-            card={
-                "test_accuracy": acc,
-                "seed": cfg.seed,
-                "settings": asdict(cfg),
-                "history": history,
-                "test_images": len(y_te),
-            },
-        )
-        save_checkpoint(ckpt, model, meta)
+        save(epoch + 1, acc, elapsed)
+    if cfg.epochs == 0:
+        save(0, evaluate(model, test_batches, device), 0.0)
     return ckpt
+
+
+def _meta(spec, cfg: TrainConfig, shape, info, epoch: int, card: dict) -> CheckpointMeta:
+    return CheckpointMeta(
+        spec,
+        cfg.data,
+        shape,
+        info.num_classes,
+        epoch=epoch,
+        complete=epoch == cfg.epochs,
+        card=card,
+    )
+
+
+def _card_epoch(ckpt: Path) -> int | None:
+    """The epoch the model card beside ``ckpt`` describes (None: no readable card)."""
+    try:
+        return json.loads(card_path(ckpt).read_text()).get("epoch")
+    except (OSError, ValueError):
+        return None
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    """SHA-256 of arrays' shapes, dtypes and bytes: what a run was trained and tested on."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _file_digest(path: str | None) -> str | None:
+    if path is None or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _result_settings(cfg: TrainConfig, spec: ModelSpec, first_epochs: int, data_sha) -> dict:
+    """The settings that decide a run's result, resolved (``lr=None`` -> the value used).
+
+    ``epochs`` is handled apart (a run may be extended); ``*_sha256`` are content digests,
+    so a moved data folder or teacher file is the same run. ``first_epochs`` is the epoch
+    count the run was started with (the default length of a pruned run's pretraining).
+    """
+    kind = _optimizer_kind(spec, cfg)
+    settings: dict[str, Any] = {
+        "data": cfg.data,
+        "limit": cfg.limit,
+        "data_sha256": data_sha,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "augment": cfg.augment,
+        "optimizer": kind,
+        "lr": cfg.lr or _default_lr(spec, kind),
+    }
+    if kind == "sgd":  # Adam runs without weight decay
+        settings["weight_decay"] = cfg.weight_decay
+    if spec.kind == "kd":
+        settings["teacher_sha256"] = _file_digest(cfg.teacher)
+        settings["kd_temperature"] = cfg.kd_temperature
+        settings["kd_alpha"] = cfg.kd_alpha
+    if cfg.init is not None:
+        settings["init_sha256"] = _file_digest(cfg.init)
+    elif spec.kind == "prune":
+        settings["pretrain_epochs"] = cfg.pretrain_epochs or first_epochs
+    return settings
+
+
+def _recorded(resume: dict, ckpt: Path, spec: ModelSpec) -> tuple[dict, list[int]] | None:
+    """(result settings, epoch targets) a checkpoint was trained with; None if unknown.
+
+    Checkpoints written before settings were recorded there fall back to the model card.
+    """
+    state = resume.get("train_state") or {}
+    if "settings" in state:
+        return state["settings"], list(state["epoch_targets"])
+    try:
+        old = json.loads(card_path(ckpt).read_text()).get("settings")
+        names = {f.name for f in fields(TrainConfig)}
+        cfg = TrainConfig(**{k: v for k, v in old.items() if k in names})
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return _result_settings(cfg, spec, cfg.epochs, None), [cfg.epochs]
+
+
+def _show(key: str, value) -> str:
+    if key.endswith("_sha256") and isinstance(value, str):
+        value = value[:12]
+    return f"{key}={value}"
+
+
+def _existing_run(
+    cfg: TrainConfig, spec: ModelSpec, ckpt: Path, data_sha: str
+) -> tuple[dict | None, list[int]]:
+    """(checkpoint to continue or None, its epoch targets); refuse a conflicting run.
+
+    With ``cfg.force`` a conflicting run is deleted (checkpoint and card) instead.
+    """
+    if not ckpt.is_file():
+        return None, []
+    resume = read_checkpoint(ckpt)
+    targets: list[int] = []
+    if resume["spec"] != spec.name:
+        problem = f"holds {resume['spec']}, not {spec.name}: choose another --out"
+    elif (recorded := _recorded(resume, ckpt, spec)) is None:
+        problem = "holds no record of its training settings"
+    else:
+        old, targets = recorded
+        new = _result_settings(cfg, spec, targets[0], data_sha)
+        diff = [
+            k
+            for k in new
+            if k in old
+            and old[k] != new[k]
+            and not (k.endswith("_sha256") and None in (old[k], new[k]))
+        ]
+        if "data_sha256" in diff and {"data", "limit", "seed"} & set(diff):
+            diff.remove("data_sha256")  # explained by the other difference (seeded subsets)
+        if cfg.epochs < targets[-1]:
+            diff.insert(0, "epochs")
+            old, new = {**old, "epochs": targets[-1]}, {**new, "epochs": cfg.epochs}
+        problem = None
+        if diff:
+            problem = (
+                "trained with "
+                + " and ".join(_show(k, old[k]) for k in diff)
+                + ", asked "
+                + " and ".join(_show(k, new[k]) for k in diff)
+            )
+        elif "optimizer" not in resume["train_state"] and not (
+            resume["complete"] and resume["epoch"] == cfg.epochs
+        ):
+            problem = "holds no training state to continue from"
+    if problem is None:
+        return resume, targets
+    out = cfg.output_dir()
+    if not cfg.force:
+        raise RunConflictError(f"{out}: {problem} (use --force to replace it)")
+    print(f"{out}: {problem}; replacing it (--force)")
+    ckpt.unlink()
+    card_path(ckpt).unlink(missing_ok=True)
+    return None, []
+
+
+def _rng_state(batches: Batches) -> dict[str, Any]:
+    """Every random stream training draws from, as values ``torch.load(weights_only)`` reads."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "batches": batches.generator.get_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], batches: Batches, legacy_seed: int) -> None:
+    """Restore :func:`_rng_state`; also reads checkpoints of earlier hwbed versions."""
+    rng = state.get("rng")
+    if not isinstance(rng, dict):  # earlier format: torch's state and the batch stream only
+        if rng is not None:
+            torch.set_rng_state(rng)
+        if state.get("batch_rng") is not None:
+            batches.generator.set_state(state["batch_rng"])
+        else:
+            batches.generator.manual_seed(legacy_seed)
+        return
+    torch.set_rng_state(rng["torch"])
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    batches.generator.set_state(rng["batches"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def _retarget_cosine(scheduler, epochs: int) -> None:
     """Stretch a restored cosine schedule to ``epochs`` (a finished run extended by a rerun).
 
     A run saved by ``--epochs 1`` holds T_max = 1 and a learning rate already annealed to
-    eta_min; continuing it to ``--epochs 2`` must use the T_max = 2 schedule instead.
+    eta_min; continuing it to ``--epochs 2`` must use the T_max = 2 schedule instead. The
+    learning rate is replayed through torch's (recursive) schedule, so the remaining epochs
+    get bit for bit the rates of a run started with ``epochs``.
     """
     t_max = max(epochs, 1)
     if scheduler.T_max == t_max:
         return
+    groups = [{"params": [torch.zeros(1, requires_grad=True)], "lr": b} for b in scheduler.base_lrs]
+    replay_optimizer = torch.optim.SGD(groups)
+    replay = torch.optim.lr_scheduler.CosineAnnealingLR(
+        replay_optimizer, T_max=t_max, eta_min=scheduler.eta_min
+    )
+    for _ in range(scheduler.last_epoch):
+        replay_optimizer.step()  # no gradients: only keeps the scheduler's order check quiet
+        replay.step()
     scheduler.T_max = t_max
-    t = scheduler.last_epoch
-    lrs = [
-        scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * t / t_max)) / 2
-        for base in scheduler.base_lrs
-    ]
-    for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
-        group["lr"] = lr
-    scheduler._last_lr = lrs
+    for group, replayed in zip(scheduler.optimizer.param_groups, groups, strict=True):
+        group["lr"] = replayed["lr"]
+    scheduler._last_lr = replay.get_last_lr()
 
 
 def _initial_model(spec: ModelSpec, cfg: TrainConfig, shape, classes: int, device) -> nn.Module:

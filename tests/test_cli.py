@@ -1,16 +1,24 @@
-"""The command-line tools: python -m hwbed.cost and python -m hwbed.train."""
+"""The command-line tools: python -m hwbed.cost and python -m hwbed.train, and the plumbing
+every CLI shares (hwbed.cli: one-line errors, --debug, quiet known warnings)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import pytest
 
+import hwbed
+from hwbed import cli
 from hwbed import cost as cost_cli
 from hwbed import train as train_cli
+from hwbed.grid import GridError
+from hwbed.models.spec import SpecError
 
 
 def _run(*args, cwd=None):
@@ -156,3 +164,207 @@ def test_train_errors_exit_nonzero(tmp_path, capsys):
 def test_train_requires_a_model():
     with pytest.raises(SystemExit):
         train_cli.build_parser().parse_args([])
+
+
+# ------------------------------------------------------------------------ hwbed.cli
+
+
+@pytest.mark.parametrize(
+    ("err", "line", "code"),
+    [
+        (SpecError("unknown architecture 'x'"), "unknown architecture 'x'", 2),
+        (GridError("g.toml: bad key\n  allowed: a, b"), "g.toml: bad key; allowed: a, b", 2),
+        (cli.InputError("must be at least 1", "--n 0"), "must be at least 1 (--n 0)", 2),
+        (
+            FileNotFoundError(2, "No such file or directory", "/x/y"),
+            "no such file or directory (/x/y)",
+            2,
+        ),
+        (PermissionError(13, "Permission denied", "/x"), "permission denied (/x)", 2),
+        (IsADirectoryError(21, "Is a directory", "/d"), "is a directory (/d)", 2),
+        (
+            FileNotFoundError("CIFAR-10 not found: set HWBED_DATA_DIR"),
+            "CIFAR-10 not found: set HWBED_DATA_DIR",
+            2,
+        ),
+        (
+            ModuleNotFoundError("No module named 'pandas'", name="pandas"),
+            "the optional dependency pandas is not installed (pip install 'hwbed[report]')",
+            2,
+        ),
+        (
+            ModuleNotFoundError("No module named 'onnxruntime.capi'", name="onnxruntime.capi"),
+            "the optional dependency onnxruntime is not installed (pip install 'hwbed[export]')",
+            2,
+        ),
+        (
+            ModuleNotFoundError("No module named 'pynq'", name="pynq"),
+            "the Python module pynq is not installed (import pynq)",
+            2,
+        ),
+        (KeyboardInterrupt(), "interrupted (Ctrl-C)", 130),
+        (RuntimeError("boom"), "internal error: RuntimeError: boom", 1),
+        (ValueError("bad\nvalue"), "internal error: ValueError: bad; value", 1),
+        (
+            ModuleNotFoundError("No module named 'hwbed.gone'", name="hwbed.gone"),
+            "internal error: ModuleNotFoundError: No module named 'hwbed.gone'",
+            1,
+        ),
+    ],
+)
+def test_describe(err, line, code):
+    assert cli.describe(err) == (line, code)
+
+
+def _exits(main, argv, capsys):
+    code = cli.run(main, argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_run_prints_one_error_line(capsys):
+    def main(argv):
+        print("started")
+        raise SpecError("unknown variant 'bogus' in spec 'resnet20-bogus'")
+
+    code, out, err = _exits(main, [], capsys)
+    assert (code, out) == (2, "started\n")
+    assert err == "error: unknown variant 'bogus' in spec 'resnet20-bogus'\n"
+
+
+def test_a_bug_is_an_internal_error_and_debug_shows_the_traceback(capsys):
+    seen = []
+
+    def main(argv):
+        seen.append(argv)
+        return {}["missing"]
+
+    code, _, err = _exits(main, ["a", "--debug", "b", "--", "--debug"], capsys)
+    assert seen == [["a", "b", "--", "--debug"]]  # --debug is taken out (before --)
+    assert code == 1 and "Traceback" in err and "KeyError" in err
+    assert err.splitlines()[-1] == "error: internal error: KeyError: 'missing'"
+    code, _, err = _exits(main, ["a"], capsys)
+    assert code == 1 and "Traceback" not in err
+    assert (
+        err == "error: internal error: KeyError: 'missing' (run with --debug for the traceback)\n"
+    )
+
+
+def test_interrupt_and_exit_statuses(capsys):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    assert _exits(interrupted, [], capsys)[::2] == (130, "error: interrupted (Ctrl-C)\n")
+    assert cli.run(lambda argv: None, []) == 0
+    assert cli.run(lambda argv: 3, []) == 3
+    assert cli.run(lambda argv: sys.exit(4), []) == 4
+
+
+def test_argparse_errors_keep_their_status(capsys):
+    import argparse
+
+    def main(argv):
+        parser = cli.add_debug(argparse.ArgumentParser(prog="x"))
+        parser.add_argument("--n", type=int, required=True)
+        return parser.parse_args(argv).n
+
+    assert cli.run(main, ["--n", "5", "--debug"]) == 5
+    assert cli.run(main, []) == 2
+    assert "--n" in capsys.readouterr().err
+
+
+def test_command_decorator_wraps_main(capsys):
+    @cli.command
+    def main(argv=None):
+        """Doc."""
+        raise cli.InputError("no such build folder, graph or checkpoint", "/x")
+
+    assert main.__doc__ == "Doc." and main.__wrapped__ is not None
+    assert main(["--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert err.splitlines()[-1] == "error: no such build folder, graph or checkpoint (/x)"
+
+
+def test_json_and_text_errors_name_the_file(tmp_path, capsys):
+    (tmp_path / "grid.json").write_text('{"name": ')
+    (tmp_path / "model.json").write_text("{not json")
+    (tmp_path / "folding.json").write_bytes(b"\x80\x81 binary")
+
+    def read(path: Path):
+        return json.loads(path.read_text())
+
+    def card(ckpt: Path):  # the JSON file is only a sibling of the path the frame holds
+        return json.loads(ckpt.with_suffix(".json").read_text())
+
+    for main, name in [
+        (lambda argv: read(tmp_path / "grid.json"), "grid.json"),
+        (lambda argv: card(tmp_path / "model.pt"), "model.json"),
+    ]:
+        code, _, err = _exits(main, [], capsys)
+        assert code == 2 and err.startswith("error: not valid JSON: expecting ")
+        assert err.rstrip().endswith(f"({tmp_path / name})") and len(err.splitlines()) == 1
+    code, _, err = _exits(lambda argv: read(tmp_path / "folding.json"), [], capsys)
+    assert code == 2
+    assert err == f"error: not a text file: byte 0x80 at offset 0 ({tmp_path / 'folding.json'})\n"
+
+
+def test_known_warnings_are_hidden_and_the_rest_logged_on_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as in a fresh process
+    hwbed_file = str(Path(hwbed.__file__).parent / "fake.py")
+
+    def main(argv):
+        registry: dict = {}
+        warnings.warn_explicit(
+            "Keyword arguments are being passed but they not being used.",
+            UserWarning,
+            "brevitas/nn/mixin/base.py",
+            60,
+            "brevitas.nn.mixin.base",
+            registry,
+        )
+        warnings.warn_explicit(
+            "No HW configuration for nodes: a", UserWarning, hwbed_file, 1, "hwbed.fake", registry
+        )
+        warnings.warn_explicit(
+            "odd\nthing", DeprecationWarning, "/lib/other.py", 7, "other", registry
+        )
+        logging.getLogger("hwbed.fpga.deploy").debug("hidden unless --debug")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        _, _, err = _exits(main, [], capsys)
+        assert err.splitlines() == [
+            "warning: No HW configuration for nodes: a",
+            "warning: DeprecationWarning: odd; thing (other.py:7)",
+        ]
+        _, _, err = _exits(main, ["--debug"], capsys)
+        assert "warning: UserWarning: Keyword arguments are being passed" in err
+        assert "debug: hidden unless --debug" in err
+    assert logging.getLogger("hwbed").level == logging.NOTSET  # restored
+
+
+def test_quiet_known_warnings_is_idempotent():
+    with warnings.catch_warnings():
+        cli.quiet_known_warnings()
+        n = len(warnings.filters)
+        cli.quiet_known_warnings()
+        assert len(warnings.filters) == n
+
+
+def test_extras_are_those_of_pyproject():
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    assert set(cli.EXTRAS.values()) <= set(extras)
+    for name in ("data", "export", "report", "sweep", "samples"):
+        assert name in cli.EXTRAS.values(), name
+
+
+def test_every_cli_error_is_one_line_without_traceback():
+    proc = _run("hwbed.verify", "nonexistent_dir", "--n", "2")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "error: no such build folder, graph or checkpoint (nonexistent_dir)\n"
+    proc = _run("hwbed.verify", "nonexistent_dir", "--debug")
+    assert proc.returncode == 2 and "Traceback" in proc.stderr and "InputError" in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("error: no such build folder")

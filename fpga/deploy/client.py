@@ -2,8 +2,9 @@
 
 ``python -m hwbed.fpga.deploy.client --url http://pynq:8088 --token-file F info`` prints the
 server's ``/v1/info``; ``... predict images.npy [--out scores.npy]`` sends a saved batch
-[N, C, H, W] (uint8, or float in [0, 1]) and prints the top-1 label of each image. The
-library client is :class:`hwbed.attacks.remote.RemoteExecutable`.
+[N, C, H, W] (uint8, or float in [0, 1]) and prints the top-1 label of each image. A bad
+token file is one ``error:`` line and exit 2, a refused or failed request exit 1. The library
+client is :class:`hwbed.attacks.remote.RemoteExecutable`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import json
 
 import numpy as np
 
-from hwbed.attacks.remote import RemoteExecutable
+from hwbed.attacks.remote import RemoteError, RemoteExecutable
 
-from .server import read_token
+from .server import StartupError, read_token
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,11 +33,16 @@ def main(argv: list[str] | None = None) -> None:
     predict.add_argument("--out", help="write the float32 scores [N, classes] to this .npy")
     args = parser.parse_args(argv)
 
-    exe = RemoteExecutable(args.url, read_token(args.token_file), timeout=args.timeout)
-    if args.command == "info":
-        print(json.dumps(exe.info(), indent=1))
-        return
-    scores = exe(np.load(args.images, allow_pickle=False))
+    try:
+        exe = RemoteExecutable(args.url, read_token(args.token_file), timeout=args.timeout)
+        if args.command == "info":
+            print(json.dumps(exe.info(), indent=1))
+            return
+        scores = exe(np.load(args.images, allow_pickle=False))
+    except StartupError as err:
+        parser.exit(2, f"error: {err}\n")
+    except RemoteError as err:
+        parser.exit(1, f"error: {err}\n")
     if args.out:
         np.save(args.out, scores)
     print(" ".join(map(str, scores.argmax(axis=1))))

@@ -10,21 +10,30 @@ Protocol (version 1; ``docs/deploy.md``):
   ``X-Shape: N,K`` when the request says ``Accept: application/octet-stream``.
 
 Every request needs ``Authorization: Bearer <token>`` (401). Too many images or bytes give
-413, a malformed request 400 with a message, a prediction slower than the timeout 504. Errors
-are JSON ``{"error": message}``; requests are logged without their pixels.
+413, a malformed request 400 with a message, a request that does not arrive within the
+deadline 408, more than ``max_inflight`` requests at once 503 (with ``Retry-After``), a
+prediction slower than the timeout 504. Every error is JSON ``{"error": message}``; requests
+are logged without their pixels.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import hmac
+import io
 import json
 import logging
 import math
+import os
+import queue
+import socket
+import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,6 +49,22 @@ log = logging.getLogger("hwbed.fpga.deploy")
 
 PROTOCOL_VERSION = 1
 DRAIN_LIMIT = 1 << 20  # bytes of a rejected body read anyway, so the client sees the reply
+BACKLOG = 1024  # listen queue; the kernel caps it at net.core.somaxconn
+RETRY_AFTER_S = 1  # the Retry-After of a 503
+_STOP = object()  # ends the batcher's queue
+
+
+class StartupError(ValueError):
+    """A server that cannot start: ``what`` went wrong with ``culprit`` (a file, a port)."""
+
+    def __init__(self, what: str, culprit: str | Path):
+        self.what = " ".join(str(what).split())  # one line
+        self.culprit = str(culprit)
+        super().__init__(f"{self.what} ({self.culprit})")
+
+
+class _ClientGone(Exception):
+    """The client reset the connection or did not take the reply in time."""
 
 
 class RequestError(Exception):
@@ -90,19 +115,41 @@ def graph_input_chw(graph: Graph) -> tuple[int, int, int]:
 
 
 def find_graph(path: str | Path) -> Path:
-    """A graph JSON, or the one in a build folder (``graph.json`` first, then any hwbed graph)."""
+    """A graph JSON, or the one in a build folder (``graph.json`` first, then any hwbed graph).
+
+    A missing path or a folder without a graph is a FileNotFoundError; a graph file or a
+    folder's ``graph.json`` that is not JSON (truncated, say) is a GraphError, not skipped.
+    """
     path = Path(path)
     if not path.is_dir():
-        if path.with_suffix(".json").is_file():
-            return path.with_suffix(".json")
-        raise FileNotFoundError(f"{path}: no such graph or build folder")
+        if not path.with_suffix(".json").is_file():
+            raise FileNotFoundError(errno.ENOENT, "no such graph or build folder", str(path))
+        _read_json(path.with_suffix(".json"))
+        return path.with_suffix(".json")
+    not_json = []
     for candidate in [path / "graph.json", *sorted(path.glob("*.json"))]:
-        try:
-            if candidate.is_file() and json.loads(candidate.read_text()).get("schema") == SCHEMA:
-                return candidate
-        except (ValueError, AttributeError):  # not JSON, or JSON but not an object
+        if not candidate.is_file():
             continue
-    raise FileNotFoundError(f"{path}: no hwbed graph JSON (schema {SCHEMA!r}) in this folder")
+        try:
+            doc = _read_json(candidate)
+        except GraphError:
+            if candidate.name == "graph.json":
+                raise
+            not_json.append(candidate.name)
+            continue
+        if isinstance(doc, dict) and doc.get("schema") == SCHEMA:
+            return candidate
+    hint = f"; not JSON: {', '.join(not_json)}" if not_json else ""
+    raise FileNotFoundError(
+        errno.ENOENT, f"no hwbed graph JSON (schema {SCHEMA!r}) in this folder{hint}", str(path)
+    )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise GraphError(f"{path}: truncated or corrupt graph JSON: {err}") from err
 
 
 def graph_executable(path: str | Path, backend: str = "auto") -> Executable:
@@ -124,12 +171,108 @@ def graph_executable(path: str | Path, backend: str = "auto") -> Executable:
     return ReferenceExecutable(graph)
 
 
+class _Batcher:
+    """One worker thread runs the executable, so backends need not be thread-safe.
+
+    Requests that queue up while it is busy are run as one batch (up to ``max_batch``
+    images), so that concurrent one-image requests cost one call, not one each. A merged
+    batch that fails is retried request by request, so a failure is only blamed on its own.
+    """
+
+    def __init__(self, executable: Executable, max_batch: int):
+        self.executable = executable
+        self.max_batch = max_batch
+        self.calls = 0  # executable calls made (fewer than requests when batches merge)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._held: Any = None  # a job (or _STOP) that did not fit the last batch
+        self._thread = threading.Thread(target=self._run, name="hwbed-predict", daemon=True)
+        self._thread.start()
+
+    def submit(self, pixels: np.ndarray) -> Future:
+        future: Future = Future()
+        self._queue.put((pixels, future))
+        return future
+
+    def close(self) -> None:
+        """Stop after the running batch; queued requests are cancelled."""
+        self._queue.put(_STOP)
+
+    def _next_batch(self) -> list[tuple] | None:
+        first, self._held = (self._held or self._queue.get()), None
+        if first is _STOP:
+            return None
+        jobs, n = [first], len(first[0])
+        while n < self.max_batch:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is _STOP or n + len(job[0]) > self.max_batch:
+                self._held = job
+                break
+            jobs.append(job)
+            n += len(job[0])
+        return jobs
+
+    def _run(self) -> None:
+        while (jobs := self._next_batch()) is not None:
+            jobs = [job for job in jobs if job[1].set_running_or_notify_cancel()]  # not 504'd
+            if len(jobs) > 1:
+                try:
+                    scores = self._call(np.concatenate([pixels for pixels, _ in jobs]))
+                    if scores.shape[0] != sum(len(pixels) for pixels, _ in jobs):
+                        raise RuntimeError("merged batch: wrong number of rows")
+                except Exception:  # retried one by one below, so the culprit alone fails
+                    pass
+                else:
+                    start = 0
+                    for pixels, future in jobs:
+                        future.set_result(scores[start : start + len(pixels)])
+                        start += len(pixels)
+                    continue
+            for pixels, future in jobs:
+                try:
+                    future.set_result(self._call(pixels))
+                except Exception as err:
+                    future.set_exception(err)
+        while True:  # closed: cancel what is still queued
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not _STOP:
+                job[1].cancel()
+
+    def _call(self, pixels: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return np.asarray(self.executable(pixels), dtype=np.float32)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """A thread per connection, a real listen backlog, and no tracebacks for lost clients."""
+
+    request_queue_size = BACKLOG
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):  # a client that went away or stalled: one line
+            log.warning("%s: connection lost: %s", client_address[0], err)
+        else:
+            log.exception("%s: connection failed", client_address[0])
+
+
 class QueryServer:
     """Serve ``executable`` on ``host:port`` (port 0: any free port) until :meth:`close`.
 
-    Predictions run one at a time on a worker thread, so backends need not be thread-safe;
-    ``timeout`` bounds both each socket read and each prediction (the request then gets
-    504 while the prediction finishes in the background, uncounted).
+    - ``deadline``: seconds for a request's headers and body to arrive, in total (else 408
+      and the connection is closed), and for the reply to be taken.
+    - ``max_inflight``: requests handled at once; more get 503 with ``Retry-After``.
+    - ``timeout``: seconds for a prediction, its wait in the queue included (else 504; the
+      prediction still finishes in the background, uncounted).
+
+    Predictions run on one worker thread (see :class:`_Batcher`); ``queries`` counts the
+    images answered with 200.
     """
 
     def __init__(
@@ -141,24 +284,32 @@ class QueryServer:
         max_batch: int = 1024,
         max_bytes: int = 64 << 20,
         timeout: float = 60.0,
+        deadline: float = 10.0,
+        max_inflight: int = 64,
     ):
         if not token:
             raise ValueError("the server needs a non-empty bearer token")
-        if max_batch < 1 or max_bytes < 1 or timeout <= 0:
-            raise ValueError("max_batch, max_bytes and timeout must be positive")
+        if min(max_batch, max_bytes, max_inflight) < 1 or min(timeout, deadline) <= 0:
+            raise ValueError(
+                "max_batch, max_bytes, max_inflight, timeout and deadline must be positive"
+            )
         self.executable = executable
         self.max_batch = int(max_batch)
         self.max_bytes = int(max_bytes)
         self.timeout = float(timeout)
+        self.deadline = float(deadline)
+        self.max_inflight = int(max_inflight)
         self.queries = 0
         self.requests = 0
+        self.in_flight = 0  # requests holding one of the max_inflight places
+        self.rejected = 0  # requests refused with 503
         self._token = token.encode()
         self._counter_lock = threading.Lock()
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hwbed-predict")
+        self._slots = threading.BoundedSemaphore(self.max_inflight)
         self._thread: threading.Thread | None = None
-        handler = type("Handler", (_Handler,), {"app": self, "timeout": self.timeout})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        handler = type("Handler", (_Handler,), {"app": self, "timeout": self.deadline})
+        self.httpd = _HTTPServer((host, port), handler)  # binds: OSError if the port is taken
+        self._batcher = _Batcher(executable, self.max_batch)
 
     @property
     def url(self) -> str:
@@ -188,12 +339,13 @@ class QueryServer:
             token.strip().encode(), self._token
         )
 
-    def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """Run the executable on the worker thread within the timeout; count answered images."""
-        future = self._worker.submit(self.executable, pixels)
+    def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, int]:
+        """Scores of ``pixels`` within the timeout, and the query total after counting them."""
+        future = self._batcher.submit(pixels)
         try:
-            scores = np.asarray(future.result(timeout=self.timeout), dtype=np.float32)
+            scores = future.result(timeout=self.timeout)
         except FutureTimeout as err:
+            future.cancel()  # still queued: never runs
             raise RequestError(
                 HTTPStatus.GATEWAY_TIMEOUT, f"prediction took longer than {self.timeout:g} s"
             ) from err
@@ -204,11 +356,24 @@ class QueryServer:
             )
         with self._counter_lock:
             self.queries += len(pixels)
-        return scores
+            return scores, self.queries
 
     def count_request(self) -> None:
         with self._counter_lock:
             self.requests += 1
+
+    def acquire_slot(self) -> bool:
+        """A place among the ``max_inflight`` requests, without waiting."""
+        taken = self._slots.acquire(blocking=False)
+        with self._counter_lock:
+            self.in_flight += taken
+            self.rejected += not taken
+        return taken
+
+    def release_slot(self) -> None:
+        with self._counter_lock:
+            self.in_flight -= 1
+        self._slots.release()
 
     def serve_forever(self) -> None:
         self.httpd.serve_forever()
@@ -227,7 +392,7 @@ class QueryServer:
             self._thread.join()
             self._thread = None
         self.httpd.server_close()
-        self._worker.shutdown(wait=False, cancel_futures=True)
+        self._batcher.close()
 
     def __enter__(self) -> QueryServer:
         return self
@@ -236,11 +401,84 @@ class QueryServer:
         self.close()
 
 
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads under one deadline per request, however the bytes trickle in.
+
+    The first request's clock starts at accept; a later one's (keep-alive) at its first byte,
+    after at most ``limit`` seconds idle. ``received`` counts the request's bytes so far.
+    """
+
+    def __init__(self, sock: socket.socket, limit: float):
+        self._sock = sock
+        self._limit = limit
+        self.deadline: float | None = time.monotonic() + limit
+        self.received = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def next_request(self) -> None:
+        self.deadline, self.received = None, 0
+
+    def readinto(self, buffer) -> int:
+        if self.deadline is None:
+            wait = self._limit
+        else:
+            wait = self.deadline - time.monotonic()
+            if wait <= 0:
+                raise TimeoutError("request deadline passed")
+        self._sock.settimeout(wait)
+        n = self._sock.recv_into(buffer)
+        if n and self.deadline is None:
+            self.deadline = time.monotonic() + self._limit
+        self.received += n
+        return n
+
+
 class _Handler(BaseHTTPRequestHandler):
     """One request; the owning :class:`QueryServer` is the class attribute ``app``."""
 
     app: QueryServer
     server_version = "hwbed-query/1"
+    default_request_version = "HTTP/1.0"  # replies always carry a status line (no HTTP/0.9)
+
+    def setup(self) -> None:
+        super().setup()
+        self._reader = _DeadlineReader(self.connection, self.app.deadline)
+        self.rfile = io.BufferedReader(self._reader)
+        self._first = True
+
+    def handle_one_request(self) -> None:
+        """The stdlib's, with the request deadline: a late request gets 408 and is closed."""
+        if not self._first:
+            self._reader.next_request()
+        self._first = False
+        self.command, self.path, self.requestline = "", "", ""  # for send_error before parsing
+        self.request_version, self._images = self.default_request_version, 0
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG, "request line too long")
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():  # it has sent its error
+                return
+        except TimeoutError:
+            self.close_connection = True
+            if self._reader.received:  # an idle connection is closed silently
+                self.send_error(
+                    HTTPStatus.REQUEST_TIMEOUT,
+                    f"the request did not arrive within {self.app.deadline:g} s",
+                )
+            return
+        method = getattr(self, f"do_{self.command}", None)
+        if method is None:
+            self.send_error(HTTPStatus.NOT_IMPLEMENTED, f"unsupported method {self.command!r}")
+            return
+        method()
+        self.wfile.flush()
 
     def do_GET(self) -> None:
         self._handle(self._get)
@@ -252,28 +490,40 @@ class _Handler(BaseHTTPRequestHandler):
         start = time.perf_counter()
         self.app.count_request()
         self._unread = 0
-        self._images = 0
         status = HTTPStatus.OK
+        slot = False
         try:
             try:
                 self._unread = self._content_length()
+                self._check_auth()
+                slot = self.app.acquire_slot()
+                if not slot:
+                    self._drain(self.app.max_bytes)  # a body the client may resend
+                    self.close_connection = True
+                    raise RequestError(
+                        HTTPStatus.SERVICE_UNAVAILABLE,
+                        f"server busy: {self.app.max_inflight} requests in flight; retry later",
+                    )
                 route()
             except RequestError as err:
                 status = err.status
                 self._drain()
                 self._send_json(status, {"error": err.message})
-            except (BrokenPipeError, ConnectionResetError):
+            except _ClientGone:
                 raise
             except Exception as err:  # the server must outlive any backend failure
                 status = HTTPStatus.INTERNAL_SERVER_ERROR
                 log.exception("%s %s failed", self.command, self.path)
                 self._drain()
                 self._send_json(status, {"error": f"internal error: {type(err).__name__}: {err}"})
-        except (BrokenPipeError, ConnectionResetError):
+        except _ClientGone:
             self.close_connection = True
             log.warning(
                 "%s %s %s: client went away", self.client_address[0], self.command, self.path
             )
+        finally:
+            if slot:
+                self.app.release_slot()
         log.info(
             "%s %s %s %d n=%d %.1f ms",
             self.client_address[0],
@@ -285,14 +535,12 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _get(self) -> None:
-        self._check_auth()
         if self.path != "/v1/info":
             raise RequestError(HTTPStatus.NOT_FOUND, f"no such endpoint: GET {self.path}")
         self._send_json(HTTPStatus.OK, self.app.info())
 
     def _post(self) -> None:
         app = self.app
-        self._check_auth()
         if self.path != "/v1/predict":
             raise RequestError(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {self.path}")
         if self.headers.get("Content-Length") is None:
@@ -319,8 +567,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         pixels = np.frombuffer(body, dtype=np.uint8).reshape(n, *app.executable.input_shape)
         self._images = n
-        scores = app.predict(pixels)
-        extra = {"X-Queries": str(app.queries)}
+        scores, total = app.predict(pixels)
+        extra = {"X-Queries": str(total)}
         if "application/octet-stream" in self.headers.get("Accept", ""):
             extra["X-Shape"] = ",".join(map(str, scores.shape))
             self._send(
@@ -378,43 +626,73 @@ class _Handler(BaseHTTPRequestHandler):
             )
         return int(text)
 
-    def _read_body(self) -> bytes:
+    def _read_body(self) -> bytearray:
+        """The body, writable (backends may hand it to torch), within the deadline."""
         length, self._unread = self._unread, 0
+        body, got = bytearray(length), 0
+        view = memoryview(body)
         try:
-            body = self.rfile.read(length)
+            while got < length and (n := self.rfile.readinto(view[got:])):
+                got += n
         except TimeoutError as err:
             self.close_connection = True
-            raise RequestError(HTTPStatus.REQUEST_TIMEOUT, "timed out reading the body") from err
-        if len(body) != length:
             raise RequestError(
-                HTTPStatus.BAD_REQUEST, f"body ended after {len(body)} of {length} bytes"
-            )
+                HTTPStatus.REQUEST_TIMEOUT,
+                f"the body did not arrive within {self.app.deadline:g} s",
+            ) from err
+        except OSError as err:
+            raise _ClientGone from err
+        if got != length:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"body ended after {got} of {length} bytes")
         return body
 
-    def _drain(self) -> None:
-        """Read (up to DRAIN_LIMIT bytes of) an unread body so that closing doesn't reset it."""
-        if 0 < self._unread <= DRAIN_LIMIT:
+    def _drain(self, limit: int = DRAIN_LIMIT) -> None:
+        """Read and drop (up to ``limit`` bytes of) an unread body, so closing doesn't reset."""
+        if 0 < self._unread <= limit:
             try:
-                self.rfile.read(self._unread)
-            except OSError:  # the client went away mid-body: nothing left to answer
-                self.close_connection = True
-        elif self._unread:
+                while self._unread > 0 and (chunk := self.rfile.read(min(self._unread, 1 << 16))):
+                    self._unread -= len(chunk)
+            except OSError:  # the client went away mid-body, or ran past the deadline
+                pass
+        if self._unread:
             self.close_connection = True
         self._unread = 0
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None):
+        """The stdlib's own errors (400, 408, 414, 431, 501, 505) as JSON, closing."""
+        text = message or self.responses.get(code, ("error",))[0]
+        if explain and message:
+            text = f"{text}: {explain}"
+        self.close_connection = True
+        where = f"{self.command or '-'} {self.path or '-'}"
+        log.warning("%s %s %d %s", self.client_address[0], where, code, text)
+        try:
+            self._send_json(HTTPStatus(code), {"error": text})
+        except _ClientGone:  # nothing to tell it
+            pass
 
     def _send_json(self, status: HTTPStatus, doc: dict, extra: dict | None = None) -> None:
         self._send(status, json.dumps(doc).encode(), "application/json", extra)
 
     def _send(self, status: HTTPStatus, body: bytes, ctype: str, extra: dict | None = None) -> None:
+        self.connection.settimeout(self.app.deadline)  # sendall: total time for the reply
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         if status == HTTPStatus.UNAUTHORIZED:
             self.send_header("WWW-Authenticate", 'Bearer realm="hwbed"')
+        if status == HTTPStatus.SERVICE_UNAVAILABLE:
+            self.send_header("Retry-After", str(RETRY_AFTER_S))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         for key, value in (extra or {}).items():
             self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError as err:
+            raise _ClientGone from err
 
     def log_request(self, code="-", size="-") -> None:
         """Silenced: :meth:`_handle` logs one line per request (without pixels)."""
@@ -424,10 +702,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def read_token(path: str | Path) -> str:
-    """The token in a token file (surrounding whitespace dropped); refuses an empty one."""
-    token = Path(path).read_text().strip()
-    if not token or any(ch.isspace() for ch in token):
-        raise ValueError(f"{path}: the token file must hold one token without whitespace")
+    """The token in a token file (surrounding whitespace dropped); a StartupError otherwise."""
+    try:
+        token = Path(path).read_text().strip()
+    except FileNotFoundError as err:
+        raise StartupError("missing token file", path) from err
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or err
+        raise StartupError(f"cannot read the token file: {reason}", path) from err
+    if not token:
+        raise StartupError("empty token file", path)
+    if any(ch.isspace() for ch in token):
+        raise StartupError("the token file must hold one token without whitespace", path)
     return token
 
 
@@ -436,6 +722,78 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise argparse.ArgumentTypeError(f"expected C,H,W, got {text!r}")
     return shape
+
+
+@contextmanager
+def _starting(culprit: str | Path):
+    """Turn a graph, file or backend failure into a StartupError naming its culprit."""
+    try:
+        yield
+    except StartupError:
+        raise
+    except FileNotFoundError as err:  # find_graph: no such path, no graph in the folder
+        raise StartupError(err.strerror or "not found", err.filename or culprit) from err
+    except OSError as err:
+        raise StartupError(f"cannot read: {err.strerror or err}", err.filename or culprit) from err
+    except ImportError as err:
+        raise StartupError(f"cannot import {err.name or 'a backend module'}", culprit) from err
+    except (GraphError, ValueError, RuntimeError) as err:  # BoardError is a RuntimeError
+        what = str(err)
+        head, sep, tail = what.partition(": ")
+        if sep and (head.endswith((".json", ".npz", ".bit", ".py")) or os.path.exists(head)):
+            what, culprit = tail, head
+        raise StartupError(what, culprit) from err
+
+
+def _open(args, parser: argparse.ArgumentParser) -> QueryServer:
+    """The token, the executable and the bound server the arguments ask for."""
+    token = read_token(args.token_file)
+    if args.backend == "pynq":
+        if not (args.bitfile and args.driver_dir):
+            parser.error("--backend pynq needs --bitfile and --driver-dir")
+        from .board_backend import open_board
+
+        num_classes, input_shape = args.num_classes, args.input_shape
+        if args.graph:
+            with _starting(args.graph):
+                graph = Graph.load(find_graph(args.graph))
+            num_classes = num_classes or graph.tensors[graph.output].shape[-1]
+            input_shape = input_shape or graph_input_chw(graph)
+        if not num_classes:
+            parser.error("--backend pynq needs --graph or --num-classes")
+        with _starting(args.bitfile):
+            exe = open_board(
+                args.bitfile,
+                args.driver_dir,
+                num_classes,
+                input_shape=input_shape,
+                outputs=args.outputs,
+                hw_batch=args.hw_batch,
+                fclk_mhz=args.fclk_mhz,
+            )
+    else:
+        if not args.graph:
+            parser.error(f"--backend {args.backend} needs --graph")
+        with _starting(args.graph):
+            exe = graph_executable(args.graph, args.backend)
+    address = f"{args.host}:{args.port}"
+    try:
+        return QueryServer(
+            exe,
+            token,
+            args.host,
+            args.port,
+            args.max_batch,
+            args.max_bytes,
+            args.timeout,
+            args.deadline,
+            args.max_inflight,
+        )
+    except OSError as err:
+        what = "port in use" if err.errno == errno.EADDRINUSE else f"cannot listen: {err}"
+        raise StartupError(what, address) from err
+    except ValueError as err:
+        raise StartupError(str(err), "arguments") from err
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -474,44 +832,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--token-file", required=True, help="file holding the bearer token")
     parser.add_argument("--max-batch", type=int, default=1024)
     parser.add_argument("--max-bytes", type=int, default=64 << 20)
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per read/prediction")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds per prediction, queue included"
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=10.0,
+        help="seconds for a request's headers and body to arrive, in total",
+    )
+    parser.add_argument(
+        "--max-inflight", type=int, default=64, help="requests at once; more get 503"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-
-    if args.backend == "pynq":
-        if not (args.bitfile and args.driver_dir):
-            parser.error("--backend pynq needs --bitfile and --driver-dir")
-        from .board_backend import open_board
-
-        num_classes, input_shape = args.num_classes, args.input_shape
-        if args.graph:
-            graph = Graph.load(find_graph(args.graph))
-            num_classes = num_classes or graph.tensors[graph.output].shape[-1]
-            input_shape = input_shape or graph_input_chw(graph)
-        if not num_classes:
-            parser.error("--backend pynq needs --graph or --num-classes")
-        exe = open_board(
-            args.bitfile,
-            args.driver_dir,
-            num_classes,
-            input_shape=input_shape,
-            outputs=args.outputs,
-            hw_batch=args.hw_batch,
-            fclk_mhz=args.fclk_mhz,
-        )
-    else:
-        if not args.graph:
-            parser.error(f"--backend {args.backend} needs --graph")
-        exe = graph_executable(args.graph, args.backend)
-    server = QueryServer(
-        exe,
-        read_token(args.token_file),
-        args.host,
-        args.port,
-        args.max_batch,
-        args.max_bytes,
-        args.timeout,
-    )
+    try:
+        server = _open(args, parser)
+    except StartupError as err:
+        parser.exit(2, f"error: {err}\n")
+    exe = server.executable
     log.info(
         "serving %s (%s, input %s, %d classes) on %s",
         exe.name,

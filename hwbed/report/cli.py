@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 
+from hwbed.cli import command
 from hwbed.report.frame import ReportError
 
 
@@ -53,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    warnings.filterwarnings("ignore", message="Keyword arguments are being passed")
     from hwbed.report.run import ReportConfig, write_report
 
     try:

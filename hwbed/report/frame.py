@@ -74,8 +74,10 @@ def _from_store(path) -> list[dict]:
     except (StoreError, FileNotFoundError) as err:
         raise ReportError(str(err)) from None
     rows = []
-    for key in store.keys("ok"):
+    for key in store.keys():
         record = store.read(key)
+        if record["status"] != "ok":
+            continue
         examples = {k: np.asarray(v) for k, v in record["examples"].items()}
         if examples and len(next(iter(examples.values()))):
             rows.append(_row(key, flatten(record["manifest"]), examples))

@@ -12,6 +12,7 @@ are those of a trained one) and a small verify step. Module-scoped fixtures buil
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import io
 import json
@@ -28,7 +29,14 @@ import numpy as np
 import pytest
 
 from hwbed.fpga.boards import BOARDS, RESOURCE_KEYS, get_board
-from hwbed.fpga.build_flow import PRESETS, BuildConfig, BuildError, build, format_summary
+from hwbed.fpga.build_flow import (
+    PRESETS,
+    BuildConfig,
+    BuildError,
+    DoesNotFitError,
+    build,
+    format_summary,
+)
 from hwbed.fpga.estimates import layer_cycles
 from hwbed.fpga.finn_nodes import finn_nodes
 from hwbed.fpga.folding import InfeasibleTargetError, apply_folding_config
@@ -39,9 +47,7 @@ REPO = Path(__file__).resolve().parents[2]
 VERIFY_N = 8
 ESTIMATE_ONLY = PRESETS["estimate_only"]
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:No HW configuration for nodes", "ignore:fast_hadamard_transform"
-)
+pytestmark = pytest.mark.filterwarnings("ignore:fast_hadamard_transform")
 
 
 def _run(cfg: BuildConfig) -> tuple[Path, str]:
@@ -386,11 +392,14 @@ def test_finn_folder(full_build):
 
 def test_deploy_package(full_build):
     folder = full_build / "deploy"
-    for suffix in (".json", ".npz"):
-        assert (folder / f"graph{suffix}").read_bytes() == (
-            full_build / f"graph{suffix}"
-        ).read_bytes()
-    Graph.load(folder / "graph")
+    deployed, built = Graph.load(folder / "graph"), Graph.load(full_build / "graph")
+    # the same graph, without the twin's checkpoint (the package travels alone)
+    assert "checkpoint" in built.meta and "checkpoint" not in deployed.meta
+    assert deployed.meta == {k: v for k, v in built.meta.items() if k != "checkpoint"}
+    assert [n.name for n in deployed.nodes] == [n.name for n in built.nodes]
+    for a, b in zip(deployed.nodes, built.nodes, strict=True):
+        assert a.attrs == b.attrs and a.params.keys() == b.params.keys()
+        assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
     token = folder / "token"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
     assert len(token.read_text().strip()) >= 32
@@ -453,6 +462,15 @@ def test_target_fps_met_with_legal_folding(resumable, target_fps):
     assert f"folding: target {target_fps:g} fps" in printed
 
 
+def test_target_fps_accepts_what_the_default_folding_reaches(resumable):
+    _resume(resumable)
+    fastest = _load(resumable, "summary.json")["fps_compute_bound"]
+    for target in (fastest, 0.9 * fastest):
+        _resume(resumable, target_fps=target)
+        s = _load(resumable, "summary.json")
+        assert s["fits"] and s["fps_compute_bound"] >= target * (1 - 1e-12)
+
+
 def test_impossible_target_fps_fails_with_the_numbers(resumable):
     # 1e8 fps at 100 MHz = 1 cycle/frame; the 64x64 MVAUs reach 2 at best (SIMD <= 36 bits
     # of 1-bit weights -> 32, so 64/32 = 2 cycles with PE = MH)
@@ -460,7 +478,7 @@ def test_impossible_target_fps_fails_with_the_numbers(resumable):
         _resume(resumable, target_fps=1e8)
     msg = str(info.value)
     assert msg.startswith("step fold failed: target 1e+08 fps at 10 ns needs <= 1 cycles")
-    assert "best folding reaches 2 cycles (50000000.0 fps)" in msg
+    assert "the fastest folding that fits pynq-z2 reaches 2 cycles (50000000.0 fps)" in msg
     cause = info.value.__cause__
     assert isinstance(cause, InfeasibleTargetError)
     assert (cause.required_cycles, cause.achievable_cycles) == (1, 2)
@@ -492,11 +510,191 @@ def test_unfolded_network_does_not_fit_pynq_z1(resumable):
     # weights 64 x 64 bits wide, 1 deep: 4096 / 36 -> 114 BRAM18 per 64x64 MVAU
     # (MVAU_hls_3: 640 bits -> 18)
     assert bram["used"] == 3 * 114 + 18 > bram["budget"] == 280
+    assert isinstance(info.value, DoesNotFitError)
+    over_b, over_l = bram["used"] - 280, lut["used"] - 53200
     assert str(info.value) == (
-        f"tfc-w1a1 with this folding does not fit pynq-z1: "
-        f"BRAM_18K {bram['used']:.0f} > 280, LUT {lut['used']:.0f} > 53200"
+        f"tfc-w1a1 does not fit pynq-z1: BRAM_18K {bram['used']:.0f} > 280 (+{over_b:.0f}), "
+        f"LUT {lut['used']:.0f} > 53200 (+{over_l:.0f}), with the folding in {path}; no FINN "
+        f"folder; estimates, verification and the simulator's deploy package are in {resumable}"
     )
+    assert s["shortfall"] == {"BRAM_18K": over_b, "LUT": over_l}
+    assert info.value.shortfall == s["shortfall"]
     assert not (resumable / "finn").exists()
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """A board too small for tfc-w1a1 even fully folded (registered as ``tiny``)."""
+    board = dataclasses.replace(get_board("pynq-z2"), name="tiny", finn_board="Tiny", lut=500)
+    monkeypatch.setitem(BOARDS, "tiny", board)
+    return board
+
+
+def test_design_that_does_not_fit_still_builds_what_it_can(resumable, tiny):
+    (resumable / "finn").mkdir()  # a FINN folder left by an earlier build that did fit
+    cfg = BuildConfig(
+        model="tfc-w1a1", weights="random", target="tiny", start_step="fold",
+        verify_n=VERIFY_N, progress=False, out=str(resumable),
+    )  # fmt: skip
+    with pytest.raises(DoesNotFitError) as info:
+        _run(cfg)
+    s = _load(resumable, "summary.json")
+    lut = s["resources"]["LUT"]["used"]
+    assert s["fits"] is False and s["shortfall"] == {"LUT": lut - 500}
+    assert s["folding"] == "cheapest folding (nothing fits tiny)"
+    assert s["finn_folder"] == "not written: the design does not fit tiny"
+    assert str(info.value) == (
+        f"tfc-w1a1 does not fit tiny: LUT {lut:.0f} > 500 (+{lut - 500:.0f}), even with the "
+        "cheapest folding of every layer; no FINN folder; estimates, verification and the "
+        f"simulator's deploy package are in {resumable}"
+    )
+    # every node at its cheapest setting: PE = SIMD = 1
+    nodes = _load(resumable, "hw_nodes.json")["nodes"]
+    assert {attr(n, "PE") for n in nodes if n["op_type"] == "MVAU_hls"} == {1}
+    assert (resumable / "report" / "estimate_layer_resources.json").is_file()
+    assert _load(resumable, "verify.json")["ok"] is True
+    assert (resumable / "deploy" / "serve.sh").is_file()
+    assert not (resumable / "finn").exists()
+    # the FINN run has no folder to run either: skipped, and the build still says why
+    cfg = dataclasses.replace(cfg, finn=True, start_step="run_finn")
+    with pytest.raises(DoesNotFitError):
+        _run(cfg)
+
+
+def test_cli_exits_1_with_one_line_when_the_design_does_not_fit(resumable, tiny, capsys):
+    from hwbed.build import main
+
+    rc = main([
+        "--model", "tfc-w1a1", "--weights", "random", "--target", "tiny", "--out",
+        str(resumable), "--start-step", "fold", "--stop-step", "estimate",
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 1
+    (line,) = err.splitlines()
+    assert re.fullmatch(r"error: tfc-w1a1 does not fit tiny: LUT \d+ > 500 \(\+\d+\), .*", line)
+
+
+def test_summary_copies_the_training_fields_of_the_model_card(resumable):
+    card = _load(resumable, "model.json")
+    card.update(best_test_accuracy=0.97, best_epoch=12)
+    (resumable / "model.json").write_text(json.dumps(card))
+    _resume(resumable)
+    s = _load(resumable, "summary.json")
+    assert (s["best_test_accuracy"], s["best_epoch"]) == (0.97, 12)
+    assert s["fits"] is True and s["shortfall"] == {} and s["finn_folder"] == "finn"
+
+
+def test_folding_notes_are_logged_not_printed(resumable):
+    partial = resumable / "partial.json"
+    partial.write_text(json.dumps({"MVAU_hls_0": {"PE": 2}}))
+    args = [
+        sys.executable, "-m", "hwbed.build", "--model", "tfc-w1a1", "--weights", "random",
+        "--out", str(resumable), "--folding", str(partial), "--start-step", "fold",
+        "--stop-step", "fold",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "HWBED_DEBUG")}
+
+    def run(*extra: str) -> str:
+        proc = subprocess.run([*args, *extra], capture_output=True, text=True, cwd=REPO, env=env)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stderr
+
+    assert run() == ""
+    note = "No HW configuration for nodes: Thresholding_rtl_0, MVAU_hls_1"
+    assert f"info: {note}" in run("-v").splitlines()[0]
+    assert note in run("--debug")
+
+
+# ------------------------------------------------------------- inputs checked up front
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, r"folding config .*folding\.json does not exist$"),
+        ('{"MVAU_hls_0": {"PE": 2}', r"folding config .*folding\.json is not valid JSON: "),
+        ('{"MVAU_hls_0": {"PEE": 2}}', r"node 'MVAU_hls_0' has no folding attribute 'PEE'"),
+        ('{"MVA_hls_3": {"PE": 2}}', r"node name 'MVA_hls_3' is not <op type>_<index>"),
+    ],
+)
+def test_bad_folding_file_refused_before_the_model_step(tmp_path, content, message):
+    path = tmp_path / "folding.json"
+    if content is not None:
+        path.write_text(content)
+    out = tmp_path / "b"
+    cfg = BuildConfig(model="resnet20-xnor", folding=str(path), out=str(out))  # would train
+    with pytest.raises(BuildError, match=message) as info:
+        build(cfg)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ("cnv", "it is a float network (full precision, no quantizers), and only quantized "
+         "variants lower to integer hardware; use e.g. cnv-w1a1"),
+        ("cnv-kd", "it is a float network (distilled in full precision, no quantizers)"),
+        ("resnet20-kd", "use e.g. resnet20-xnor, resnet20-w4a4"),
+        ("resnet20-prune-filter50", "it is a float network (pruned in full precision"),
+        ("resnet18-xnor", "the ImageNet stem (7x7/2 conv, padded 3x3/2 max pool) is not lowered"),
+    ],
+)  # fmt: skip
+def test_specs_that_do_not_lower_refused_up_front(tmp_path, spec, why):
+    out = tmp_path / "b"
+    with pytest.raises(BuildError) as info:
+        build(BuildConfig(model=spec, weights="random", out=str(out)))
+    assert str(info.value).startswith(f"{spec} cannot be built for an FPGA: ")
+    assert why in str(info.value)
+    assert not out.exists()
+
+
+def test_cli_refuses_float_cnv_in_one_line(tmp_path):
+    proc = _cli("--model", "cnv", "--weights", "random", "--out", str(tmp_path / "b"))
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "error: cnv cannot be built for an FPGA: it is a float network (full precision, no "
+        "quantizers), and only quantized variants lower to integer hardware; use e.g. cnv-w1a1\n"
+    )
+
+
+def test_missing_export_extra_refused_before_training(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "qonnx", None)  # import qonnx now fails
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    out = tmp_path / "b"
+    with pytest.raises(BuildError) as info:
+        build(BuildConfig(model="resnet20-xnor", out=str(out)))
+    assert str(info.value) == (
+        "the export and verify steps need the export extra (qonnx, onnxruntime are not "
+        "installed): pip install 'hwbed[export]'"
+    )
+    assert not out.exists()
+    with pytest.raises(BuildError, match=r"^the verify step needs the export extra \(qonnx"):
+        build(BuildConfig(model="resnet20-xnor", start_step="verify", out=str(out)))
+
+
+def test_steps_that_do_not_export_run_without_the_export_extra(resumable, monkeypatch):
+    monkeypatch.setitem(sys.modules, "qonnx", None)
+    _resume(resumable)
+    assert _load(resumable, "summary.json")["fits"]
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"folding": "f.json", "target_fps": 100.0}, "--folding and --target-fps exclude"),
+        ({"target_fps": -5.0}, "--target-fps must be a positive number, got -5"),
+        ({"weights": "pretrained"}, "--weights must be trained or random, got 'pretrained'"),
+        ({"verify_n": 0}, "--verify-n must be at least 1, got 0"),
+        ({"checkpoint": "nope.pt"}, "checkpoint nope.pt does not exist"),
+        ({"model": "resnet20-xnnor"}, "unknown variant 'xnnor'"),
+    ],
+)
+def test_bad_options_refused_before_any_step(tmp_path, kw, message):
+    out = tmp_path / "b"
+    with pytest.raises(BuildError, match=message):
+        build(BuildConfig(**{"model": "tfc-w1a1", **kw}, out=str(out)))
+    assert not out.exists()
 
 
 def test_run_finn_without_finn_says_where_to_run_it(cnv_examples, tmp_path):

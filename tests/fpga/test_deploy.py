@@ -19,6 +19,7 @@ from hwbed.attacks.remote import RemoteError, RemoteExecutable
 from hwbed.fpga.deploy import board_backend, client, server
 from hwbed.fpga.deploy.board_backend import BoardError, FinnBoardExecutable
 from hwbed.fpga.deploy.server import QueryServer, ReferenceExecutable
+from hwbed.fpga.graph import GraphError
 
 TOKEN = "s3cret-token-for-tests"
 SHAPE = (1, 8, 8)
@@ -278,6 +279,27 @@ def test_graph_folder_and_clis(graph, tmp_path, capsys):
         labels = capsys.readouterr().out.split()
     assert np.array_equal(np.load(tmp_path / "s.npy"), exe(x))
     assert labels == [str(v) for v in exe(x).argmax(axis=1)]
+
+
+def test_truncated_graph_and_bad_token_files_name_their_culprit(graph, tmp_path, capsys):
+    graph.save(tmp_path / "build" / "graph")
+    text = (tmp_path / "build" / "graph.json").read_text()
+    (tmp_path / "build" / "graph.json").write_text(text[:100])
+    for where in (tmp_path / "build", tmp_path / "build" / "graph.json"):
+        with pytest.raises(GraphError, match="truncated or corrupt graph JSON"):
+            server.find_graph(where)
+    with pytest.raises(server.StartupError, match="missing token file") as err:
+        server.read_token(tmp_path / "nope")
+    assert err.value.culprit == str(tmp_path / "nope")
+    url = ["--url", "http://127.0.0.1:9", "--token-file"]
+    with pytest.raises(SystemExit) as exit_:
+        client.main([*url, str(tmp_path / "nope"), "info"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"error: missing token file ({tmp_path / 'nope'})\n"
+    (tmp_path / "token").write_text(TOKEN)
+    with pytest.raises(SystemExit) as exit_:
+        client.main([*url, str(tmp_path / "token"), "info"])
+    assert exit_.value.code == 1 and "cannot reach" in capsys.readouterr().err
 
 
 # -- board backend, against a fake FINNExampleOverlay ------------------------------------------

@@ -1,6 +1,8 @@
 """Folding configs (FINN ApplyConfig semantics), validation, SetFolding and fit-to-board."""
 
 import json
+import logging
+import random
 import warnings
 
 import pytest
@@ -12,6 +14,7 @@ from hwbed.fpga.folding import (
     FoldingError,
     InfeasibleTargetError,
     apply_folding_config,
+    check_folding_file,
     extract_folding_config,
     fold_for_fps,
     fold_to_fit,
@@ -59,13 +62,36 @@ def test_finn_examples_configs_apply_unchanged(finn_example, tmp_path, example):
         assert values.items() <= extracted[name].items()
 
 
-def test_unconfigured_nodes_warn_like_finn(finn_example):
+def test_unconfigured_nodes_are_logged_like_finn_not_warned(finn_example, caplog):
     nodes, config = finn_example("cnv-w1a1")
-    with pytest.warns(
-        UserWarning,
-        match="No HW configuration for nodes: StreamingMaxPool_hls_0, StreamingMaxPool_hls_1",
-    ):
-        apply_folding_config(nodes, config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warnings module noise in a normal run
+        with caplog.at_level(logging.INFO, logger="hwbed.fpga.folding"):
+            apply_folding_config(nodes, config)
+    (rec,) = [r for r in caplog.records if r.name == "hwbed.fpga.folding"]
+    assert rec.levelno == logging.INFO
+    assert rec.getMessage() == (
+        "No HW configuration for nodes: StreamingMaxPool_hls_0, StreamingMaxPool_hls_1"
+    )
+
+
+def test_set_folding_logs_ops_it_skips(finn_example, caplog):
+    nodes, _ = finn_example("tfc-w1a1")
+    dwc = {
+        "name": "StreamingDataWidthConverter_hls_0",
+        "op_type": "StreamingDataWidthConverter_hls",
+        "shape": [1, 64],
+        "inWidth": 64,
+        "outWidth": 8,
+        "dataType": "BINARY",
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with caplog.at_level(logging.INFO, logger="hwbed.fpga.folding"):
+            set_folding([*nodes, dwc], 1000)
+    assert [r.getMessage() for r in caplog.records] == [
+        "SetFolding doesn't know how to handle op_type StreamingDataWidthConverter_hls"
+    ]
 
 
 def test_unknown_node_names_are_an_error(finn_example):
@@ -250,3 +276,160 @@ def test_saved_auto_config_round_trips(finn_example, tmp_path):
     assert json.loads(path.read_text())["Defaults"] == {}
     again = quiet(apply_folding_config, nodes, path)
     assert layer_cycles(again) == layer_cycles(folded)
+
+
+# ------------------------------------------------- target search vs fastest that fits
+
+
+@pytest.fixture(scope="module")
+def resnet20_xnor():
+    """resnet20-xnor's hardware nodes (random calibrated weights, digits 8x8 input)."""
+    pytest.importorskip("sklearn")
+    from hwbed.fpga.build_flow import BuildConfig, _calibrated_random
+    from hwbed.fpga.finn_nodes import finn_nodes
+    from hwbed.fpga.lower import lower
+
+    model, shape, _ = quiet(
+        _calibrated_random, BuildConfig(model="resnet20-xnor", weights="random")
+    )
+    return finn_nodes(quiet(lower, model, "resnet20-xnor", shape))
+
+
+def _network(name, request):
+    if name == "resnet20-xnor":
+        return request.getfixturevalue("resnet20_xnor")
+    return request.getfixturevalue("finn_example")(name)[0]
+
+
+def _fps(nodes, board):
+    return network_performance(nodes, board.clk_ns)["estimated_throughput_fps"]
+
+
+def _fits_board(nodes, board):
+    total = layer_resources(nodes, board.part)["total"]
+    return all(total[k] <= v for k, v in board.budget().items())
+
+
+@pytest.mark.parametrize("board_name", ["pynq-z2", "ultra96", "zcu104", "kv260", "u250"])
+@pytest.mark.parametrize("example", ["resnet20-xnor", "cnv-w1a1", "tfc-w1a1"])
+def test_every_fps_the_fastest_fitting_folding_reaches_is_a_valid_target(
+    example, board_name, request
+):
+    nodes, board = _network(example, request), get_board(board_name)
+    try:
+        fastest = _fps(fold_to_fit(nodes, board), board)
+    except BudgetExceededError:
+        pytest.skip(f"{example} does not fit {board_name} at all")
+    rng = random.Random(f"{example}/{board_name}")
+    targets = [fastest, 0.9 * fastest, 0.5 * fastest, fastest * (1 - 1e-9)]
+    targets += [rng.uniform(0.01, 1.0) * fastest for _ in range(4)]
+    for target in targets:
+        folded = fold_for_fps(nodes, target, board.clk_ns, board=board)
+        # fps >= target up to float noise in the target (0.9 x fastest can land 1 ulp above
+        # the fps of the cycle count it means; target_cycles rounds such noise away)
+        assert _fps(folded, board) >= target * (1 - 1e-12), (target, fastest)
+        assert max(layer_cycles(folded).values()) <= target_cycles(target, board.clk_ns)
+        assert _fits_board(folded, board), target
+        assert_divisible(folded)
+        validate_folding(folded)
+
+
+def test_resnet20_xnor_targets_between_setfolding_and_fastest_are_met(resnet20_xnor):
+    # the issue: SetFolding left FMPadding_rtl (16 channels, 10x10 padded: 1600 cycles) at
+    # SIMD 1, so every target above 62,500 fps was refused while the fastest folding that
+    # fits pynq-z2 reaches ~97,656 fps
+    board = get_board("pynq-z2")
+    pads = [n for n in resnet20_xnor if n["op_type"] == "FMPadding_rtl"]
+    assert max(layer_cycles(pads).values()) == 1600
+    fastest = _fps(fold_to_fit(resnet20_xnor, board), board)
+    assert fastest > 90_000
+    for target in (70_000, 90_000):
+        folded = fold_for_fps(resnet20_xnor, target, board.clk_ns, board=board)
+        assert _fps(folded, board) >= target and _fits_board(folded, board)
+    # FINN's SetFolding itself still skips FMPadding_rtl
+    plain = quiet(set_folding, resnet20_xnor, target_cycles(70_000, board.clk_ns))
+    assert max(layer_cycles(plain).values()) == 1600
+
+
+def test_target_above_the_fastest_fitting_folding_says_what_limits_it(resnet20_xnor):
+    board = get_board("pynq-z2")
+    best = fold_to_fit(resnet20_xnor, board)
+    perf = network_performance(best, board.clk_ns)
+    cycles = perf["max_cycles"]
+    with pytest.raises(InfeasibleTargetError) as e:
+        fold_for_fps(resnet20_xnor, 1e9 / board.clk_ns / (cycles - 1), board.clk_ns, board=board)
+    assert (e.value.required_cycles, e.value.achievable_cycles) == (cycles - 1, cycles)
+    assert e.value.bottleneck == perf["max_cycles_node_name"]
+    assert f"the fastest folding that fits pynq-z2 reaches {cycles} cycles" in str(e.value)
+    # SetFolding alone is faster there, but over budget: the message says by what
+    assert "SetFolding reaches it but needs LUT" in str(e.value)
+
+
+def test_target_search_prefers_setfolding_when_it_fits(finn_example):
+    nodes, _ = finn_example("tfc-w1a1")
+    board = get_board("u250")
+    target = 1_000_000
+    plain = fold_for_fps(nodes, target, board.clk_ns)
+    assert fold_for_fps(nodes, target, board.clk_ns, board=board) == plain
+
+
+def test_target_search_on_a_board_nothing_fits_keeps_setfolding(finn_example):
+    nodes, _ = finn_example("cnv-w1a1")
+    board = get_board("pynq-z2")
+    folded = fold_for_fps(nodes, 100, board.clk_ns, board=board, utilization=0.01)
+    assert folded == fold_for_fps(nodes, 100, board.clk_ns)
+
+
+def test_target_cycles_of_a_reported_fps_round_trip():
+    for clk_ns in (10.0, 5.0, 3.3, 4.0):
+        for cycles in (1, 3, 7, 1024, 1025, 99_999, 123_457):
+            fps = 1e9 / clk_ns / cycles
+            assert target_cycles(fps, clk_ns) == cycles
+            assert target_cycles(fps * (1 + 1e-9), clk_ns) == cycles - 1 or cycles == 1
+
+
+def test_budget_error_carries_the_cheapest_folding(finn_example):
+    nodes, _ = finn_example("cnv-w1a1")
+    with pytest.raises(BudgetExceededError) as e:
+        fold_to_fit(nodes, get_board("pynq-z2"), utilization=0.01)
+    cheapest = e.value.folding
+    assert [n["name"] for n in cheapest] == [n["name"] for n in nodes]
+    total = layer_resources(cheapest, "xc7z020clg400-1")["total"]
+    assert {k: total[k] for k in e.value.needed} == pytest.approx(e.value.needed)
+
+
+# ----------------------------------------------------------- folding files up front
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, r"folding config .*f\.json does not exist"),
+        ('{"MVAU_hls_0": {"PE": 2},', r"folding config .*f\.json is not valid JSON: Expecting"),
+        ("[1, 2]", r"f\.json: folding config must be a JSON object"),
+        ('{"MVA_hls_3": {"PE": 2}}', r"f\.json: node name 'MVA_hls_3' is not <op type>_<index>"),
+        ('{"MVAU_hls_0": {"PEE": 2}}', r"node 'MVAU_hls_0' has no folding attribute 'PEE'"),
+        ('{"MVAU_hls_0": {"PE": "2"}}', r"MVAU_hls_0\.PE='2' must be a positive integer"),
+        ('{"MVAU_hls_0": {"ram_style": "bram"}}', r"ram_style='bram' not one of auto"),
+        ('{"Defaults": {"PE": [2, ["MVAU"]]}}', r"Defaults\['PE'\] names unknown op types MVAU"),
+        ('{"Defaults": {"depth": [2, "all"]}}', r"Defaults\['depth'\] is not a folding attr"),
+    ],
+)
+def test_folding_file_checked_without_the_network(tmp_path, text, message):
+    path = tmp_path / "f.json"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(FoldingError, match=message):
+        check_folding_file(path)
+
+
+def test_folding_files_hwbed_writes_pass_the_check(finn_example, finn_examples_dir, tmp_path):
+    for example in EXAMPLES:
+        check_folding_file(finn_examples_dir / f"{example}_folding_config.json")
+    nodes, _ = finn_example("cnv-w2a2")
+    path = tmp_path / "auto.json"
+    save_folding_config(extract_folding_config(quiet(set_folding, nodes, 5000)), path)
+    assert check_folding_file(path) == load_folding_config(path)
+    head = {"Affine_hls_0": {"PE": 2, "ram_style": "distributed"}}  # hwbed's float head
+    path.write_text(json.dumps(head))
+    assert check_folding_file(path) == head

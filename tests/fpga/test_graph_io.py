@@ -130,8 +130,8 @@ def test_acc_type_too_narrow(saved):
     edit_json(jpath, lambda d: node_doc(d, "MVAU_hls_0")["attrs"].update(acc_type="INT4"))
     with pytest.raises(
         GraphError,
-        match=r"node MVAU_hls_0: field acc_type INT4 cannot hold the "
-        r"proven accumulator range -\d+\.\.\d+",
+        match=r"node MVAU_hls_0: acc_type INT4 cannot hold the "
+        r"proven range \[-\d+, \d+\] \(needs INT\d+\)",
     ):
         Graph.load(jpath)
 

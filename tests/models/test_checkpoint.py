@@ -14,6 +14,8 @@ from hwbed.models.checkpoint import (
     card_path,
     load_checkpoint,
     read_checkpoint,
+    restore_runtime_state,
+    runtime_state,
     save_checkpoint,
 )
 from hwbed.models.spec import parse_spec
@@ -102,6 +104,24 @@ def test_round_trip_during_brevitas_stats_collection(tmp_path, spec, steps):
         assert torch.equal(loaded(x), model(x))
 
 
+@pytest.mark.parametrize("spec", ["resnet20-xnor", "resnet20-w4a4"])
+def test_runtime_state_continues_the_statistics_phase(spec):
+    """state_dict ends Brevitas' statistics phase on load; runtime_state undoes that."""
+    shape = _shape(spec)
+    torch.manual_seed(2)
+    model = _train_steps(build_model(spec, *shape, 10), shape, 3)
+    loaded = build_model(spec, *shape, 10)
+    loaded.load_state_dict(model.state_dict())
+    restore_runtime_state(loaded, runtime_state(model))
+    counters = {n: m.counter for n, m in model.named_modules() if hasattr(m, "counter")}
+    assert {n: m.counter for n, m in loaded.named_modules() if hasattr(m, "counter")} == counters
+    assert all(3 <= c < 300 for c in counters.values())
+    _train_steps(model, shape, 2, seed=5)
+    _train_steps(loaded, shape, 2, seed=5)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
 def test_round_trip_restores_pruned_structure(tmp_path):
     model = build_model("resnet20-prune-channel30", 1, 8, 8, 10)
     _train_steps(model, (1, 8, 8), 1)
@@ -157,12 +177,21 @@ def test_missing_file(tmp_path):
     _expect_error(tmp_path / "nope.pt", "does not exist")
 
 
+def _unreadable(path, reason):
+    message = _expect_error(path)
+    assert message == f"{path}: not a hwbed checkpoint (unreadable: {reason})"
+    assert "weights_only" not in message  # never torch's advice to unpickle an unknown file
+
+
 def test_truncated_file(tmp_path, good):
     data = good.read_bytes()
-    for cut in (len(data) // 2, 100, 1):
+    for cut in (len(data) // 2, 100):
         bad = tmp_path / f"cut{cut}.pt"
         bad.write_bytes(data[:cut])
-        _expect_error(bad, "not a readable checkpoint")
+        _unreadable(bad, "truncated or corrupt torch archive")
+    bad = tmp_path / "cut1.pt"
+    bad.write_bytes(data[:1])
+    _unreadable(bad, "not a torch zip archive")
 
 
 def test_random_bytes(tmp_path):
@@ -174,32 +203,34 @@ def test_random_bytes(tmp_path):
         .numpy()
         .tobytes()
     )
-    _expect_error(bad, "not a readable checkpoint")
+    _unreadable(bad, "not a torch zip archive")
 
 
 def test_empty_file(tmp_path):
     bad = tmp_path / "empty.pt"
     bad.write_bytes(b"")
-    _expect_error(bad)
+    _unreadable(bad, "empty file")
 
 
 @pytest.mark.parametrize("payload", [{"a": torch.zeros(2)}, [1, 2, 3], torch.zeros(3)])
 def test_non_hwbed_torch_file(tmp_path, payload):
     bad = tmp_path / "other.pt"
     torch.save(payload, bad)
-    _expect_error(bad, "not an hwbed checkpoint")
+    assert _expect_error(bad) == f"{bad}: not a hwbed checkpoint (no '{FORMAT}' header)"
 
 
 def test_plain_state_dict_is_not_a_checkpoint(tmp_path):
     bad = tmp_path / "sd.pt"
     torch.save(build_model("resnet20", 1, 8, 8, 10).state_dict(), bad)
-    _expect_error(bad, "not an hwbed checkpoint")
+    _expect_error(bad, "not a hwbed checkpoint (no ")
 
 
 def test_pickled_module_is_refused(tmp_path):
     bad = tmp_path / "module.pt"
     torch.save(build_model("resnet20", 1, 8, 8, 10), bad)
-    _expect_error(bad, "not a readable checkpoint")
+    _unreadable(
+        bad, "holds pickled objects (hwbed.models.resnet.ResNet), not only tensors and plain values"
+    )
 
 
 def test_spec_mismatch(good):

@@ -1,12 +1,16 @@
-"""``python -m hwbed.verify``: agreement table and exit status."""
+"""``python -m hwbed.verify``: agreement table, exit status and verify.json's fields."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
 
 from hwbed import verify
+from hwbed.cli import InputError
+from hwbed.fpga.graph import Graph
 from hwbed.fpga.lower import lower
 from hwbed.models.checkpoint import CheckpointMeta, save_checkpoint
 from hwbed.models.spec import parse_spec
@@ -52,7 +56,7 @@ def test_checkpoint_and_random_pixels(build, capsys):
                 "--n",
                 "4",
                 "--data",
-                "synthetic",
+                "random",
                 "--slice-n",
                 "2",
                 "--qonnx-n",
@@ -61,7 +65,19 @@ def test_checkpoint_and_random_pixels(build, capsys):
         )
         == 0
     )
-    assert "random uint8 pixels" in capsys.readouterr().out
+    assert "4 images (random uint8 pixels)" in capsys.readouterr().out
+
+
+def test_a_data_set_that_does_not_fit(build):
+    graph = Graph.load(build / "graph")
+    graph.meta["data"] = "synthetic"  # 3 channels; the graph takes 1
+    pixels, origin = verify.input_pixels(graph, 3, None)
+    assert pixels.shape == (3, 1, 8, 8) and pixels.dtype == np.uint8
+    assert origin.startswith("random uint8 pixels: data set 'synthetic' has images (3, 8, 8)")
+    with pytest.raises(InputError, match=r"graph takes \(1, 8, 8\) \(--data synthetic\)"):
+        verify.input_pixels(graph, 3, "synthetic", strict=True)
+    with pytest.raises(InputError, match="--data nonsense"):
+        verify.check_data("nonsense")
 
 
 def test_tampered_path_fails(build, monkeypatch, capsys):
@@ -85,5 +101,17 @@ def test_twin_mismatch_is_reported_apart(build, monkeypatch, capsys):
 
     real = TorchTwin.forward
     monkeypatch.setattr(TorchTwin, "forward", lambda self, p: real(self, p) + 1.0)
-    assert verify.main([str(build), "--n", "4", "--slice-n", "2", "--qonnx-n", "1"]) == 2
+    assert verify.main([str(build), "--n", "4", "--slice-n", "2", "--qonnx-n", "1"]) == 3
     assert "MISMATCH (twin)" in capsys.readouterr().out
+
+
+def test_report_fields_say_what_they_mean(build):
+    graph = Graph.load(build / "graph")
+    pixels, source = verify.input_pixels(graph, 4, None)
+    doc = json.loads(json.dumps(verify.verify(graph, pixels, 2, 1).to_dict(source)))
+    rows = {row["path"]: row for row in doc["rows"]}
+    assert doc["ok"] is True and doc["status"] == 0
+    assert rows["fast"]["exactness_required"] is True and rows["fast"]["exact"] is True
+    assert rows["twin"]["exactness_required"] is False  # float twin: not required ...
+    assert rows["twin"]["exact"] is True  # ... but measured identical on these images
+    assert all(row["exact"] == (row["same_scores"] == 100.0) for row in rows.values())
