@@ -42,7 +42,8 @@ INTERRUPTED = 130
 """Exit status after Ctrl-C (128 + SIGINT)."""
 
 HARMLESS_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
-    # hwbed passes every quant layer the same keyword set; each layer uses only some of it
+    # Brevitas warns whenever a layer is given a shared quantizer (hwbed's blocks share the
+    # stream's QuantIdentity quantizer so that adds and pools see one scale): harmless
     ("Keyword arguments are being passed but they not being used", UserWarning, "brevitas"),
     # an optional accelerated kernel for Hadamard rotations, which hwbed never uses
     ("fast_hadamard_transform package not found", UserWarning, "brevitas"),

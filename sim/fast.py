@@ -171,7 +171,7 @@ class Plan:
     def _run(self, x: np.ndarray) -> np.ndarray:
         n = len(x)
         env = {
-            self.graph.input: torch.from_numpy(np.ascontiguousarray(x)).to(
+            self.graph.input: torch.from_numpy(np.array(x, order="C", copy=True)).to(
                 format_for(self.input_interval.mag)
             )
         }
@@ -565,7 +565,7 @@ def _affine_kernel(x: Interval, table: np.ndarray, b: int, s: int, out: Interval
             q = torch.mul(v.to(torch.float32), at).add_(bt).floor_().clamp_(0, steps)
             return q.mul_(s).add_(b)
 
-    got = affine(torch.from_numpy(np.ascontiguousarray(np.broadcast_to(xs, table.shape))))
+    got = affine(torch.from_numpy(np.broadcast_to(xs, table.shape).copy()))
     return affine if np.array_equal(got.numpy(), table) else None
 
 

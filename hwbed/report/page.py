@@ -7,7 +7,8 @@ references nothing on the network. Every string that reaches the page is escaped
 
 Cells are formatted the same way in HTML and Markdown (:func:`format_value`): floats to three
 decimals (tiny non-zero ones in scientific notation, so a p-value never reads ``0.000``),
-booleans as ``yes``/``no``, missing values (None, NaN, NA, NaT) as an en dash.
+booleans as ``yes``/``no``, missing values (None, NaN, NA, NaT) as an en dash; a float column
+of whole numbers beyond 0/1 (LUTs, operation counts, ε in pixels) without decimals.
 """
 
 from __future__ import annotations
@@ -127,11 +128,30 @@ def _numeric(series: pd.Series) -> bool:
     )
 
 
+def _counts(series: pd.Series) -> bool:
+    """A float column of whole numbers beyond 0/1 (LUTs, operations, ε in pixels): no decimals."""
+    values = [v for v in series if isinstance(v, (float, np.floating)) and not _is_missing(v)]
+    return (
+        bool(values)
+        and all(math.isfinite(v) and float(v).is_integer() for v in values)
+        and max(abs(v) for v in values) >= 2
+    )
+
+
 def _cells(frame: pd.DataFrame) -> tuple[list[str], list[bool], list[list[str]]]:
     frame = _flat(frame)
     headers = [str(c) for c in frame.columns]
     numeric = [_numeric(frame.iloc[:, i]) for i in range(frame.shape[1])]
-    rows = [[format_value(v) for v in row] for row in frame.itertuples(index=False, name=None)]
+    counts = [_counts(frame.iloc[:, i]) for i in range(frame.shape[1])]
+    rows = [
+        [
+            str(int(v))
+            if whole and isinstance(v, (float, np.floating)) and not _is_missing(v)
+            else format_value(v)
+            for v, whole in zip(row, counts, strict=True)
+        ]
+        for row in frame.itertuples(index=False, name=None)
+    ]
     return headers, numeric, rows
 
 

@@ -191,3 +191,9 @@ def test_render_without_chromium(tmp_path, monkeypatch):
     page.write_text("<!DOCTYPE html><title>x</title>", encoding="utf-8")
     with pytest.raises(RuntimeError, match="chromium not found"):
         render(page)
+
+
+def test_whole_number_columns_print_without_decimals():
+    frame = pd.DataFrame({"lut": [48534.0, float("nan")], "acc": [1.0, 0.5], "flag": [0.0, 1.0]})
+    text = markdown_table(frame)
+    assert "| 48534 | 1.000 | 0.000 |" in text and "| – | 0.500 | 1.000 |" in text
