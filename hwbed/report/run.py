@@ -132,8 +132,6 @@ def write_report(config: ReportConfig) -> Report:
     with steps("on-device vs float table"):
         full = full_table(c)
         chosen = pick_cell(full, config.cell)  # a bad --cell is refused before any file
-        if chosen is None:
-            print("note: no bounded threat model: no robustness-vs-cost plot", file=sys.stderr)
         (out / "tables").mkdir(parents=True, exist_ok=True)
         (out / "plots").mkdir(parents=True, exist_ok=True)
         wide = side_by_side(full)
@@ -151,14 +149,15 @@ def write_report(config: ReportConfig) -> Report:
                 ],
             )
         )
+    if chosen is None:
+        print("note: no bounded threat model: no robustness-vs-cost plot", file=sys.stderr)
     with steps("cost table"):
         cost = cost_table(c, config.builds)
-        missing = cost[cost.source.astype(str).str.endswith("(missing)")]
-        for src in missing.source:
-            print(f"warning: {src}: costs left empty", file=sys.stderr)
         sections.append(
             Section("Cost", _COST_INTRO, tables=[table("cost", "Cost per model", cost)])
         )
+    for src in cost.source[cost.source.astype(str).str.endswith("(missing)")]:
+        print(f"warning: {src}: costs left empty", file=sys.stderr)
     with steps("study tables"):
         sections.append(
             Section(
