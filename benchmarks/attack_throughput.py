@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from results import machine, write_results
 
 from hwbed.attacks import PGD, Twin, px
 from hwbed.attacks.backends import make_executable
@@ -129,20 +129,16 @@ def main(argv: list[str] | None = None) -> None:
         f"(max |Δ| {pgd['max_abs_diff']:.2e})"
     )
     doc = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "torch_threads": args.threads,
-            "torch": torch.__version__,
-            "note": "shared 2-core machine; compare ratios within one run",
-        },
+        "machine": machine(
+            "shared 2-core machine; compare ratios within one run",
+            torch_threads=args.threads,
+            torch=torch.__version__,
+        ),
         "build": args.build,
         "black_box": rows,
         "pgd_vs_torchattacks": pgd,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_results(args.out, doc)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@ beats every white-box variant (overall, or per image) is the signature of gradie
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from results import write_results
 
 from hwbed.attacks import PGD, Twin, px, score_on
 from hwbed.attacks.backends import make_executable
@@ -149,10 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
         "masking_flags": flags,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_results(args.out, doc)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,11 @@ execution of the rendered QONNX graph. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from results import write_results
 
 from hwbed.fpga.lower import lower_checkpoint
 from hwbed.fpga.qonnx_render import run_qonnx_render
@@ -85,10 +84,7 @@ def main() -> None:
             f"{r['logits_identical_pct']:>9.1f}%{r['top1_agreement_pct']:>8.1f}%"
             f"{r['qonnx_identical_pct']:>8.1f}%{r['lower_seconds']:>9.1f}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(args.out, rows, indent=2)
 
 
 if __name__ == "__main__":

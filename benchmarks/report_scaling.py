@@ -20,13 +20,13 @@ page, its own read included; plus the page's size.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from results import write_results
 
 from hwbed.report.frame import cells
 from hwbed.report.run import ReportConfig, write_report
@@ -155,11 +155,7 @@ def main() -> None:
             f"{r['device_table_s']:>8} "
             f"{r['report_s']:>9} {r['page_mb']:>8}"
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(
-        json.dumps({"machine": platform.platform(), "rows": rows}, indent=1) + "\n"
-    )
-    print(f"wrote {args.out}")
+    write_results(args.out, {"machine": platform.platform(), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results import machine, write_results
 
 LEVELS = (1, 10, 50, 200)
 TOKEN = "benchmark-token"
@@ -191,11 +192,10 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         print(" | ".join(str(r[c]) for c in cols))
     doc = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "note": "shared 2-core machine; clients and server on one host; noisy",
-        },
+        "machine": machine(
+            "shared 2-core machine; clients and server on one host; noisy",
+            python=platform.python_version(),
+        ),
         "server": args.baseline or "hwbed.fpga.deploy.server",
         "executable": served["name"],
         "rounds": args.rounds,
@@ -203,10 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         "units": {"latency": "ms, of the 200 replies", "throughput": "images/s answered"},
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_results(args.out, doc)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 import warnings
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results import machine, write_results
 
 from hwbed.attacks.executable import TorchTwin
 from hwbed.fpga.lower import lower
@@ -151,20 +151,16 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
     doc = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "torch_threads": args.threads,
-            "torch": torch.__version__,
-            "note": "shared 2-core machine; best-of-repeat timings, noisy",
-        },
+        "machine": machine(
+            "shared 2-core machine; best-of-repeat timings, noisy",
+            torch_threads=args.threads,
+            torch=torch.__version__,
+        ),
         "units": "images/s",
         "shape": list(shape),
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_results(args.out, doc)
 
 
 if __name__ == "__main__":

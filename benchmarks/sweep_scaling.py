@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results import machine, write_results
+
 from hwbed.engine import Job, Report, run_jobs
 from hwbed.store import Store, cell_key
 
@@ -145,22 +147,18 @@ def main(argv: list[str] | None = None) -> None:
             f"engine overhead {two['overhead_ms_per_cell']:.0f} ms per cell at 2 workers"
         )
     doc = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "note": "shared 2-core machine; one run per config, noisy",
-        },
+        "machine": machine(
+            "shared 2-core machine; one run per config, noisy",
+            cores=os.cpu_count(),
+            python=platform.python_version(),
+        ),
         "jobs": args.jobs,
         "cells_per_job": CELLS_PER_JOB,
         "seconds_per_job": args.seconds,
         "steps_per_cell": steps,
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_results(args.out, doc)
 
 
 if __name__ == "__main__":
