@@ -171,7 +171,7 @@ class Plan:
     def _run(self, x: np.ndarray) -> np.ndarray:
         n = len(x)
         env = {
-            self.graph.input: torch.from_numpy(np.array(x, order="C", copy=True)).to(
+            self.graph.input: torch.from_numpy(np.require(x, requirements="CW")).to(
                 format_for(self.input_interval.mag)
             )
         }
