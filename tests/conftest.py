@@ -60,6 +60,35 @@ def finn_examples_dir() -> Path:
     return Path(__file__).parent / "fixtures" / "finn-examples"
 
 
+def write_random_build(folder: Path, spec: str = "tfc-w1a1", shape=(1, 8, 8)) -> Path:
+    """A build folder as the build writes it (graph.json/.npz, model.pt and its card) of a
+    seeded random network after three calibration passes; seconds, no training."""
+    from hwbed.fpga.lower import lower
+    from hwbed.models.checkpoint import CheckpointMeta, save_checkpoint
+    from hwbed.models.spec import parse_spec
+    from hwbed.models.zoo import build_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = build_model(spec, *shape, 10).train()
+    with torch.no_grad():
+        for _ in range(3):  # Brevitas calibration
+            model(torch.rand(8, *shape))
+    model.eval()
+    meta = CheckpointMeta(parse_spec(spec), "digits", shape, 10, complete=True)
+    save_checkpoint(folder / "model.pt", model, meta)
+    graph = lower(model, spec, shape)
+    graph.meta.update(checkpoint=str(folder / "model.pt"), data="digits")
+    graph.save(folder / "graph")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def random_build():
+    """:func:`write_random_build`, for tests to make build folders where they need them."""
+    return write_random_build
+
+
 def _train(tmp: Path, spec: str, epochs: int) -> Path:
     cfg = TrainConfig(model=spec, epochs=epochs, out=str(tmp / spec), progress=False)
     return train(cfg)

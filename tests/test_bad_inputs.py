@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from hwbed.cli import run
 
@@ -37,27 +36,6 @@ def _tensor(doc: dict, name: str) -> dict:
     return next(t for t in doc["tensors"] if t["name"] == name)
 
 
-def _make_build(folder: Path) -> None:
-    """A build folder as the build writes it: graph.json/.npz, model.pt and its card."""
-    from hwbed.fpga.lower import lower
-    from hwbed.models.checkpoint import CheckpointMeta, save_checkpoint
-    from hwbed.models.spec import parse_spec
-    from hwbed.models.zoo import build_model
-
-    folder.mkdir(parents=True)
-    torch.manual_seed(0)
-    model = build_model(SPEC, *SHAPE, 10).train()
-    with torch.no_grad():
-        for _ in range(3):  # Brevitas calibration
-            model(torch.rand(8, *SHAPE))
-    model.eval()
-    meta = CheckpointMeta(parse_spec(SPEC), "digits", SHAPE, 10, complete=True)
-    save_checkpoint(folder / "model.pt", model, meta)
-    graph = lower(model, SPEC, SHAPE)
-    graph.meta.update(checkpoint=str(folder / "model.pt"), data="digits")
-    graph.save(folder / "graph")
-
-
 def _variant(ws: Path, name: str, edit=None) -> Path:
     folder = ws / name
     shutil.copytree(ws / "build", folder)
@@ -67,12 +45,12 @@ def _variant(ws: Path, name: str, edit=None) -> Path:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
+def workspace(tmp_path_factory, random_build) -> Path:
     from hwbed.models.training import TrainConfig, train
     from hwbed.store import Store
 
     ws = tmp_path_factory.mktemp("bad-inputs") / "ws"
-    _make_build(ws / "build")
+    random_build(ws / "build", SPEC, SHAPE)
     blob = (ws / "build" / "model.pt").read_bytes()
     (ws / "truncated.pt").write_bytes(blob[: len(blob) // 3])
     (ws / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))

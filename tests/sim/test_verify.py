@@ -6,38 +6,18 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from hwbed import verify
 from hwbed.cli import InputError
 from hwbed.fpga.graph import Graph
-from hwbed.fpga.lower import lower
-from hwbed.models.checkpoint import CheckpointMeta, save_checkpoint
-from hwbed.models.spec import parse_spec
-from hwbed.models.zoo import build_model
 
 SPEC, SHAPE = "tfc-w1a1", (1, 8, 8)
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory):
+def build(tmp_path_factory, random_build):
     """A build folder: graph.json/.npz and the model.pt it was lowered from."""
-    folder = tmp_path_factory.mktemp("build")
-    torch.manual_seed(0)
-    model = build_model(SPEC, *SHAPE, 10).train()
-    with torch.no_grad():
-        for _ in range(3):  # Brevitas calibration
-            model(torch.rand(8, *SHAPE))
-    model.eval()
-    save_checkpoint(
-        folder / "model.pt",
-        model,
-        CheckpointMeta(parse_spec(SPEC), "digits", SHAPE, 10, complete=True),
-    )
-    graph = lower(model, SPEC, SHAPE)
-    graph.meta.update(checkpoint=str(folder / "model.pt"), data="digits")
-    graph.save(folder / "graph")
-    return folder
+    return random_build(tmp_path_factory.mktemp("build"), SPEC, SHAPE)
 
 
 def test_build_folder_agrees(build, capsys):
