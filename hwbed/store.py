@@ -54,6 +54,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
@@ -285,6 +286,15 @@ class Store:
             return keys
         return [k for k in keys if self.read(k)["status"] == status]
 
+    def finished(self) -> Iterator[tuple[str, dict[str, Any], dict[str, list]]]:
+        """(key, flattened manifest, per-example columns) of every ``ok`` cell holding examples,
+        in key order: what :func:`load` and the report read."""
+        for key in self.keys():
+            record = self.read(key)
+            examples = record["examples"]
+            if record["status"] == "ok" and examples and len(next(iter(examples.values()))):
+                yield key, _flatten(record["manifest"]), examples
+
     def failed(self) -> dict[str, str]:
         """Failed cells: key -> error message."""
         return {k: self.read(k)["error"] for k in self.keys("failed")}
@@ -356,13 +366,13 @@ def _atomic_write(folder: Path, name: str, text: str) -> None:
             os.close(dfd)
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested dicts as dotted columns; lists (and empty dicts) as JSON strings."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         name = f"{prefix}{k}"
         if isinstance(v, dict) and v:
-            out.update(flatten(v, f"{name}."))
+            out.update(_flatten(v, f"{name}."))
         elif isinstance(v, (list, tuple, dict)):
             out[name] = json.dumps(v, sort_keys=True)
         else:
@@ -395,14 +405,10 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
     store = Store(path, create=False)
 
     def blocks():
-        for key in store.keys():
-            record = store.read(key)
-            examples = record["examples"]
-            m = len(next(iter(examples.values()))) if examples else 0
-            if record["status"] != "ok" or m == 0:
-                continue
+        for key, manifest, examples in store.finished():
+            m = len(next(iter(examples.values())))
             block = {"key": [key] * m}
-            for name, v in flatten(record["manifest"]).items():
+            for name, v in manifest.items():
                 block.setdefault(name, [v] * m)
             block.update({name: list(values) for name, values in examples.items()})
             yield block, m
@@ -425,7 +431,7 @@ def load_cells(path: str | os.PathLike) -> pd.DataFrame:
                 "error": record["error"],
                 "n_examples": len(next(iter(examples.values()))) if examples else 0,
             }
-            for name, v in flatten(record["manifest"]).items():
+            for name, v in _flatten(record["manifest"]).items():
                 row.setdefault(name, v)
             yield {k: [v] for k, v in row.items()}, 1
 

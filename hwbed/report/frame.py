@@ -67,21 +67,16 @@ def cells(data: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
 
 def _from_store(path) -> list[dict]:
     """Rows straight from the cell files (no per-image DataFrame: seconds less per 1000 cells)."""
-    from hwbed.store import Store, StoreError, flatten
+    from hwbed.store import Store, StoreError
 
     try:
         store = Store(path, create=False)
     except (StoreError, FileNotFoundError) as err:
         raise ReportError(str(err)) from None
-    rows = []
-    for key in store.keys():
-        record = store.read(key)
-        if record["status"] != "ok":
-            continue
-        examples = {k: np.asarray(v) for k, v in record["examples"].items()}
-        if examples and len(next(iter(examples.values()))):
-            rows.append(_row(key, flatten(record["manifest"]), examples))
-    return rows
+    return [
+        _row(key, manifest, {k: np.asarray(v) for k, v in examples.items()})
+        for key, manifest, examples in store.finished()
+    ]
 
 
 def _from_frame(data: pd.DataFrame) -> list[dict]:
