@@ -534,9 +534,10 @@ def unbuildable(spec: str) -> str | None:
         return "the ImageNet stem (7x7/2 conv, padded 3x3/2 max pool) is not lowered yet"
     if not s.quantized:
         example = f"{s.arch}-w1a1" if s.family == "bnn-pynq" else f"{s.arch}-xnor, {s.arch}-w4a4"
-        what = {"kd": "distilled in full precision", "prune": "pruned in full precision"}
+        how = [w for w, on in (("distilled", s.kd), ("pruned", s.prune)) if on]
+        what = " and ".join(how) + " in full precision" if how else "full precision"
         return (
-            f"it is a float network ({what.get(s.kind, 'full precision')}, no quantizers), and "
+            f"it is a float network ({what}, no quantizers), and "
             f"only quantized variants lower to integer hardware; use e.g. {example}"
         )
     return None

@@ -21,7 +21,7 @@ CNV_INPUT = 32
 
 def bnn_pynq(spec: ModelSpec, channels: int, height: int, width: int, classes: int) -> nn.Module:
     """Build CNV/TFC/SFC/LFC for the data set's shape; float when the spec is not ``int``."""
-    wb, ab = (spec.w_bits, spec.a_bits) if spec.kind == "int" else (None, None)
+    wb, ab = (spec.w_bits, spec.a_bits) if spec.quant == "int" else (None, None)
     if spec.arch == "cnv":
         if (height, width) != (CNV_INPUT, CNV_INPUT):
             raise ValueError(

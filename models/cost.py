@@ -80,7 +80,7 @@ def model_cost(
     compute = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, AbcConv2d))]
     first, last = compute[0], compute[-1]
     full_precision = {first, last}
-    if spec.kind == "xnor":  # XNOR keeps the 1x1 downsampling convs at full precision too
+    if spec.quant == "xnor":  # XNOR keeps the 1x1 downsampling convs at full precision too
         full_precision |= {m for m in compute if ".shortcut." in f".{names[m]}."}
     rows: list[LayerCost] = []
 

@@ -21,11 +21,11 @@ from .spec import CIFAR_RESNETS, ModelSpec
 def make_conv(spec: ModelSpec, cin: int, cout: int, k: int, stride: int) -> nn.Module:
     """The inner convolution of a block for the spec's precision."""
     pad = k // 2
-    if spec.kind == "xnor":
+    if spec.quant == "xnor":
         return XnorConv2d(cin, cout, k, stride, pad)
-    if spec.kind == "abc":
+    if spec.quant == "abc":
         return AbcConv2d(cin, cout, k, stride, pad, m=spec.m, n=spec.n)
-    if spec.kind == "int":
+    if spec.quant == "int":
         return int_conv(cin, cout, k, stride, pad, spec.w_bits)
     conv = nn.Conv2d(cin, cout, k, stride=stride, padding=pad, bias=False)
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
@@ -34,9 +34,9 @@ def make_conv(spec: ModelSpec, cin: int, cout: int, k: int, stride: int) -> nn.M
 
 def make_act(spec: ModelSpec) -> nn.Module:
     """The activation quantizer in front of an inner conv (ABC holds its own bases)."""
-    if spec.kind == "xnor":
+    if spec.quant == "xnor":
         return QuantIdentity(act_quant=BinaryAct)
-    if spec.kind == "int":
+    if spec.quant == "int":
         return QuantReLU(act_quant=UintAct, bit_width=spec.a_bits)
     return nn.Identity()
 
@@ -143,7 +143,7 @@ class ResNet(nn.Module):
 
     @staticmethod
     def _projection(spec, cin, cout, stride, stream) -> nn.Sequential:
-        if spec.kind == "xnor":  # XNOR keeps the 1x1 downsampling convs at 8 bits
+        if spec.quant == "xnor":  # XNOR keeps the 1x1 downsampling convs at 8 bits
             conv = first_conv(cin, cout, 1, stride, 0)
         else:
             conv = make_conv(spec, cin, cout, 1, stride)

@@ -37,6 +37,7 @@ from .checkpoint import (
 from .data import CIFAR_AUGMENT, DIGITS_AUGMENT, Batches, load_dataset
 from .distill import kd_loss
 from .pruning import prune_model
+from .quantize import quantized_copy
 from .spec import ModelSpec, parse_spec
 from .zoo import build_model, input_size
 
@@ -156,7 +157,7 @@ def train(cfg: TrainConfig) -> Path:
     shape = (info.channels, info.height, info.width)
 
     teacher = None
-    if spec.kind == "kd":
+    if spec.kd:
         if cfg.teacher is None:
             raise TrainError(
                 f"{spec.name} is trained by distillation: pass --teacher CHECKPOINT "
@@ -246,7 +247,7 @@ def train(cfg: TrainConfig) -> Path:
         }
         save_checkpoint(ckpt, model, _meta(spec, cfg, shape, info, epoch, card), state)
 
-    clip = getattr(model, "clip_weights", None) if spec.kind == "int" else None
+    clip = getattr(model, "clip_weights", None) if spec.quant == "int" else None
     t0 = time.perf_counter() - sum(h["seconds"] for h in history)
     for epoch in range(start, cfg.epochs):
         model.train()
@@ -352,13 +353,13 @@ def _result_settings(cfg: TrainConfig, spec: ModelSpec, first_epochs: int, data_
     }
     if kind == "sgd":  # Adam runs without weight decay
         settings["weight_decay"] = cfg.weight_decay
-    if spec.kind == "kd":
+    if spec.kd:
         settings["teacher_sha256"] = _file_digest(cfg.teacher)
         settings["kd_temperature"] = cfg.kd_temperature
         settings["kd_alpha"] = cfg.kd_alpha
     if cfg.init is not None:
         settings["init_sha256"] = _file_digest(cfg.init)
-    elif spec.kind == "prune":
+    elif spec.prune is not None:
         settings["pretrain_epochs"] = cfg.pretrain_epochs or first_epochs
     return settings
 
@@ -501,12 +502,12 @@ def _retarget_cosine(scheduler, epochs: int) -> None:
 
 def _initial_model(spec: ModelSpec, cfg: TrainConfig, shape, classes: int, device) -> nn.Module:
     """Fresh network, or the ``init`` checkpoint; prune specs prune a trained float net."""
-    if spec.kind != "prune":
+    if spec.prune is None:
         if cfg.init is None:
             return build_model(spec, *shape, classes)
         model, _ = load_checkpoint(cfg.init, expect_spec=spec, device=str(device))
         return model
-    base_spec = replace(spec, kind="vanilla", prune=None, rate=0.0)
+    base_spec = replace(spec, prune=None, rate=0.0).at_precision("")
     init = cfg.init
     if init is None:  # train the float network first, in a sub-folder, itself resumable
         base_cfg = replace(
@@ -518,4 +519,5 @@ def _initial_model(spec: ModelSpec, cfg: TrainConfig, shape, classes: int, devic
         )
         init = train(base_cfg)
     base, _ = load_checkpoint(init, expect_spec=base_spec, device=str(device))
-    return prune_model(base, spec)
+    pruned = prune_model(base, spec.at_precision(""))
+    return quantized_copy(pruned, spec) if spec.quantized else pruned

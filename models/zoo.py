@@ -9,6 +9,7 @@ from torch.nn.utils import prune as tprune
 
 from .bnn_pynq import CNV_INPUT, bnn_pynq
 from .pruning import inner_convs, prune_model
+from .quantize import quantized_copy
 from .resnet import ResNet
 from .spec import ModelSpec, parse_spec
 
@@ -35,10 +36,12 @@ def build_model(
     spec = parse_spec(spec)
     if spec.family == "bnn-pynq":
         return bnn_pynq(spec, channels, height, width, classes)
-    if spec.kind != "prune":
+    if spec.prune is None:
         return ResNet(spec, channels, classes)
-    if arch_config is None:
-        return prune_model(ResNet(spec, channels, classes), spec)
+    if arch_config is None:  # prune a fresh float network, then give it the spec's precision
+        full = spec.at_precision("")
+        pruned = prune_model(ResNet(full, channels, classes), full)
+        return quantized_copy(pruned, spec) if spec.quantized else pruned
     model = ResNet(spec, channels, classes, mids=arch_config.get("mids"))
     if spec.prune in ("kernel", "weight"):
         for conv in inner_convs(model):

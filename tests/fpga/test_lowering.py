@@ -40,7 +40,7 @@ def twin(spec: str, seed: int = 0) -> nn.Module:
     model = build_model(spec, *SHAPES[spec.split("-")[0]], 10)
     model.train()
     with torch.no_grad():
-        for _ in range(CALIBRATION_STEPS.get(parse_spec(spec).kind, 3)):
+        for _ in range(CALIBRATION_STEPS.get(parse_spec(spec).quant, 3)):
             model(torch.rand(8, *SHAPES[spec.split("-")[0]]))
     return model.eval()
 

@@ -14,23 +14,36 @@ RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet18", "resnet50
     [
         ("resnet20", ModelSpec("resnet20")),
         ("resnet20-vanilla", ModelSpec("resnet20")),
-        ("resnet56-kd", ModelSpec("resnet56", "kd")),
+        ("resnet56-kd", ModelSpec("resnet56", kd=True)),
         ("resnet20-xnor", ModelSpec("resnet20", "xnor", w_bits=1, a_bits=1)),
-        ("resnet20-prune-filter", ModelSpec("resnet20", "prune", prune="filter", rate=0.5)),
-        ("resnet20-prune-filter30", ModelSpec("resnet20", "prune", prune="filter", rate=0.3)),
-        ("resnet18-prune-channel", ModelSpec("resnet18", "prune", prune="channel", rate=0.5)),
-        ("resnet44-prune-kernel75", ModelSpec("resnet44", "prune", prune="kernel", rate=0.75)),
-        ("resnet50-prune-weight1", ModelSpec("resnet50", "prune", prune="weight", rate=0.01)),
-        ("resnet32-prune-weight99", ModelSpec("resnet32", "prune", prune="weight", rate=0.99)),
+        ("resnet20-prune-filter", ModelSpec("resnet20", prune="filter", rate=0.5)),
+        ("resnet20-prune-filter30", ModelSpec("resnet20", prune="filter", rate=0.3)),
+        ("resnet18-prune-channel", ModelSpec("resnet18", prune="channel", rate=0.5)),
+        ("resnet44-prune-kernel75", ModelSpec("resnet44", prune="kernel", rate=0.75)),
+        ("resnet50-prune-weight1", ModelSpec("resnet50", prune="weight", rate=0.01)),
+        ("resnet32-prune-weight99", ModelSpec("resnet32", prune="weight", rate=0.99)),
         ("resnet20-abc3x3", ModelSpec("resnet20", "abc", m=3, n=3, w_bits=1, a_bits=1)),
         ("resnet18-abc5x1", ModelSpec("resnet18", "abc", m=5, n=1, w_bits=1, a_bits=1)),
         ("resnet20-w4a4", ModelSpec("resnet20", "int", w_bits=4, a_bits=4)),
         ("resnet20-w2a8", ModelSpec("resnet20", "int", w_bits=2, a_bits=8)),
         ("cnv-w1a1", ModelSpec("cnv", "int", w_bits=1, a_bits=1)),
         ("tfc-w1a2", ModelSpec("tfc", "int", w_bits=1, a_bits=2)),
-        ("lfc-kd", ModelSpec("lfc", "kd")),
+        ("lfc-kd", ModelSpec("lfc", kd=True)),
         ("sfc", ModelSpec("sfc")),
         ("  ResNet20-XNOR ", ModelSpec("resnet20", "xnor", w_bits=1, a_bits=1)),
+        ("resnet20-kd-xnor", ModelSpec("resnet20", "xnor", kd=True, w_bits=1, a_bits=1)),
+        (
+            "resnet20-prune-filter50-w8a8",
+            ModelSpec("resnet20", "int", prune="filter", rate=0.5, w_bits=8, a_bits=8),
+        ),
+        (
+            "resnet56-kd-prune-weight30-abc3x1",
+            ModelSpec(
+                "resnet56", "abc", kd=True, prune="weight", rate=0.3, m=3, n=1, w_bits=1, a_bits=1
+            ),
+        ),
+        ("resnet56-kd-w8a8", ModelSpec("resnet56", "int", kd=True, w_bits=8, a_bits=8)),
+        ("cnv-kd-w2a2", ModelSpec("cnv", "int", kd=True, w_bits=2, a_bits=2)),
     ],
 )
 def test_valid_specs(text, expected):
@@ -50,6 +63,8 @@ def test_valid_specs(text, expected):
         ("resnet20-abc1x1", "resnet20-abc1x1"),
         ("resnet20-w4a4", "resnet20-w4a4"),
         ("cnv-w1a1", "cnv-w1a1"),
+        ("resnet20-kd-prune-filter-w8a8", "resnet20-kd-prune-filter50-w8a8"),
+        ("RESNET18-PRUNE-CHANNEL050-XNOR", "resnet18-prune-channel50-xnor"),
     ],
 )
 def test_canonical_names(text, name):
@@ -64,6 +79,32 @@ def test_every_prune_rate_round_trips(rate):
     spec = parse_spec(f"resnet20-prune-weight{rate}")
     assert spec.name == f"resnet20-prune-weight{rate}"
     assert spec.rate == rate / 100
+
+
+@pytest.mark.parametrize(
+    ("text", "precision", "expected"),
+    [
+        ("resnet20", "w8a8", "resnet20-w8a8"),
+        ("resnet20-kd-prune-filter30", "w8a8", "resnet20-kd-prune-filter30-w8a8"),
+        ("resnet20-prune-channel50-xnor", "", "resnet20-prune-channel50"),
+        ("cnv-kd", "w2a2", "cnv-kd-w2a2"),
+    ],
+)
+def test_at_precision_keeps_the_compression(text, precision, expected):
+    assert parse_spec(text).at_precision(precision).name == expected
+
+
+def test_every_composition_round_trips():
+    precisions = ("", "xnor", "abc3x1", "w8a8")
+    prunes = (
+        "",
+        *(f"prune-{g}{r}" for g in ("filter", "channel", "kernel", "weight") for r in (1, 50)),
+    )
+    for kd in ("", "kd"):
+        for prune in prunes:
+            for precision in precisions:
+                name = "-".join(p for p in ("resnet32", kd, prune, precision) if p)
+                assert parse_spec(name).name == name
 
 
 def test_parse_spec_passes_a_spec_through():
@@ -97,7 +138,18 @@ def test_properties(text, quantized, binary, family):
         ("vgg16-xnor", ["unknown architecture", "'vgg16'"]),
         ("resnet20-", ["empty variant", "resnet20-"]),
         ("resnet20-foo", ["unknown variant", "'foo'", "abc<M>x<N>", "prune-<filter|channel"]),
-        ("resnet20-xnor-kd", ["unknown variant", "'xnor-kd'"]),
+        ("resnet20-xnor-kd", ["'kd' comes after the precision part", "in this order", "[-kd]"]),
+        ("resnet20-w8a8-prune-filter", ["'prune' comes after the precision part"]),
+        ("resnet20-prune-filter-kd", ["'kd' comes after the prune part"]),
+        ("resnet20-kd-kd", ["names the kd part twice"]),
+        ("resnet20-xnor-w8a8", ["names the precision part twice"]),
+        ("resnet20-prune-filter-prune-kernel", ["names the prune part twice"]),
+        ("resnet20-vanilla-kd", ["'vanilla' stands alone"]),
+        ("resnet20-kd-foo", ["unknown variant", "'foo'"]),
+        ("resnet20-kd-prune-filter0-xnor", ["pruning rate", "got 0"]),
+        ("cnv-kd-xnor", ["not defined for cnv"]),
+        ("tfc-prune-weight-w2a2", ["prune-weight is not defined for tfc"]),
+        ("resnet20-kd-w1a2", ["needs W, A >= 2"]),
         ("resnet20-prune", ["unknown variant"]),
         ("resnet20-prune-neuron", ["unknown variant", "'prune-neuron'"]),
         ("resnet20-prune-filter-30", ["unknown variant"]),

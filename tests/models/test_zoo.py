@@ -200,7 +200,7 @@ def test_every_parameter_gets_a_gradient(spec, calibrated):
     if "abc" in spec:
         for leaf in ("alpha", "beta", "shift", "weight"):
             assert any(n.endswith(f"convs.0.{leaf}") for n in names), leaf
-    if parse_spec(spec).kind == "int" and parse_spec(spec).family != "bnn-pynq":
+    if parse_spec(spec).quant == "int" and parse_spec(spec).family != "bnn-pynq":
         assert any("scaling_impl.value" in n for n in names)
 
 
