@@ -61,6 +61,13 @@ class BuildConfig:
     """Data set for training and verification (default digits; cnv: synthetic 3x32x32)."""
     weights: str = "trained"
     """trained, or random (a freshly initialised, calibrated network: structure and estimates)."""
+    quantize: str | None = None
+    """``w<W>a<A>``: build the deployed version of a float network (``checkpoint``, or a float
+    ``model`` trained first): post-training quantization calibrated on its training split."""
+    finetune_epochs: int = 0
+    """Epochs of quantization-aware fine-tuning after ``quantize``'s calibration."""
+    calibration_images: int = 1024
+    """Training images that calibrate ``quantize``'s activation scales."""
     folding: str | None = None
     """FINN folding config JSON to apply unchanged."""
     target_fps: float | None = None
@@ -80,6 +87,15 @@ class BuildConfig:
     progress: bool = True
 
     def spec_name(self) -> str:
+        """The spec of the network built (after ``quantize``)."""
+        if self.quantize:
+            from hwbed.models.quantize import deployed_spec
+
+            return deployed_spec(self.source_spec_name(), self.quantize).name
+        return self.source_spec_name()
+
+    def source_spec_name(self) -> str:
+        """The spec of the network given (``model``, or the checkpoint's), before ``quantize``."""
         from hwbed.models.spec import parse_spec
 
         if self.checkpoint and not self.model:
@@ -91,6 +107,10 @@ class BuildConfig:
     def data_name(self) -> str:
         if self.data:
             return self.data
+        if self.quantize and self.checkpoint:  # calibrated and tested on its own data set
+            from hwbed.models.checkpoint import read_checkpoint
+
+            return read_checkpoint(self.checkpoint)["data"]
         return "synthetic" if self.spec_name().startswith("cnv") else "digits"
 
     def output_dir(self) -> Path:
@@ -110,6 +130,9 @@ def step_model(cfg: BuildConfig, out: Path, board: Board) -> None:
     from hwbed.models.checkpoint import CheckpointMeta, card_path, load_checkpoint, save_checkpoint
 
     dst = out / "model.pt"
+    if cfg.quantize:
+        _quantized_model(cfg, out, dst)
+        return
     if cfg.checkpoint:
         load_checkpoint(cfg.checkpoint)  # validates before copying
         shutil.copyfile(cfg.checkpoint, dst)
@@ -133,6 +156,13 @@ def step_model(cfg: BuildConfig, out: Path, board: Board) -> None:
         return
     if cfg.weights != "trained":
         raise BuildError(f"--weights must be trained or random, got {cfg.weights!r}")
+    ckpt = _train(cfg, spec)
+    shutil.copyfile(ckpt, dst)
+    shutil.copyfile(card_path(ckpt), card_path(dst))
+
+
+def _train(cfg: BuildConfig, spec: str) -> Path:
+    """Train ``spec`` on the build's data set, cached in runs/ (resumed or found complete)."""
     from hwbed.models.training import TrainConfig, train
 
     tcfg = TrainConfig(
@@ -144,9 +174,40 @@ def step_model(cfg: BuildConfig, out: Path, board: Board) -> None:
         force=cfg.force,
     )
     _log(f"training {spec} on {cfg.data_name()} (cached in {tcfg.output_dir()})")
-    ckpt = train(tcfg)
+    return train(tcfg)
+
+
+def _quantized_model(cfg: BuildConfig, out: Path, dst: Path) -> None:
+    """The deployed version of the float network: PTQ (+ QAT fine-tune) into out/quantize/.
+
+    That sub-folder is a training run: a killed fine-tune resumes, a rebuild with the same
+    settings finds it complete, other settings replace it.
+    """
+    from hwbed.models.checkpoint import card_path
+    from hwbed.models.quantize import quantize_checkpoint
+
+    source = cfg.checkpoint or _train(cfg, cfg.source_spec_name())
+    _log(f"quantizing {source} to {cfg.quantize} (calibration on its training split)")
+    ckpt = quantize_checkpoint(
+        source,
+        cfg.quantize,
+        out / "quantize",
+        finetune_epochs=cfg.finetune_epochs,
+        calibration_images=cfg.calibration_images,
+        seed=cfg.seed,
+        progress=cfg.progress,
+        force=True,
+    )
     shutil.copyfile(ckpt, dst)
     shutil.copyfile(card_path(ckpt), card_path(dst))
+    card = json.loads(card_path(dst).read_text())
+    origin = card["quantized_from"]
+    _log(
+        f"deployed {card['spec']}: test accuracy {card['test_accuracy']:.4f} "
+        f"(float {origin['spec']}: {origin['test_accuracy']:.4f}), "
+        f"{origin['calibration']['images']} calibration images, "
+        f"{origin['finetune_epochs']} fine-tune epochs"
+    )
 
 
 def _calibrated_random(cfg: BuildConfig):
@@ -227,6 +288,7 @@ def step_estimate(cfg: BuildConfig, out: Path, board: Board) -> None:
 
     from .estimates import dma_bound_fps, estimate_reports, write_estimate_reports
     from .graph import Graph
+    from .memory import device_memory_mb
 
     nodes = json.loads((out / "hw_nodes.json").read_text())["nodes"]
     write_estimate_reports(nodes, out / "report", board.part, board.clk_ns)
@@ -251,6 +313,8 @@ def step_estimate(cfg: BuildConfig, out: Path, board: Board) -> None:
         "weights": meta.card.get("weights", "trained"),
         "test_accuracy": meta.card.get("test_accuracy"),
         **training,
+        **_float_vs_deployed(meta.card),
+        **_zero_weights(graph, meta.spec),
         "data": meta.data,
         "target": board.name,
         "board": board.finn_board,
@@ -275,11 +339,58 @@ def step_estimate(cfg: BuildConfig, out: Path, board: Board) -> None:
         "finn_folder": "finn" if fits else f"not written: the design does not fit {board.name}",
         "ncc_m": cost.ncc_m,
         "memory_mb": cost.memory_mb,
+        "device_memory_mb": device_memory_mb(graph),
         "dsp_slice_ops": _dsp_ops(graph, board, nodes),
         "folding": json.loads((out / "hw_nodes.json").read_text())["folding"],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(format_summary(summary))
+
+
+def _float_vs_deployed(card: dict[str, Any]) -> dict[str, Any]:
+    """Summary fields of a network quantized from a float one (``--quantize``), else none.
+
+    ``test_accuracy`` is the deployed twin's (which the verify step proves bit-exact with the
+    integer graph, so it is the device's); ``float_test_accuracy`` the float network's on the
+    same test split.
+    """
+    origin = card.get("quantized_from")
+    if not isinstance(origin, dict):
+        return {}
+    deployed, floating = card.get("test_accuracy"), origin.get("test_accuracy")
+    delta = None if None in (deployed, floating) else deployed - floating
+    return {
+        "float_test_accuracy": floating,
+        "accuracy_change": delta,
+        "quantized_from": {
+            "spec": origin.get("spec"),
+            "checkpoint": origin.get("checkpoint"),
+            "sha256": origin.get("sha256"),
+            "calibration_images": (origin.get("calibration") or {}).get("images"),
+            "finetune_epochs": origin.get("finetune_epochs"),
+        },
+    }
+
+
+def _zero_weights(graph, spec) -> dict[str, Any]:
+    """The fraction of zero MVAU weights; for kernel/weight pruning, what that buys on FINN."""
+    mvaus = [n.params["weights"] for n in graph.nodes if n.op == "MVAU"]
+    total = sum(int(w.size) for w in mvaus)
+    zeros = sum(int((w == 0).sum()) for w in mvaus)
+    fields: dict[str, Any] = {"mvau_zero_weight_fraction": zeros / total if total else 0.0}
+    if spec.prune in ("kernel", "weight"):
+        fields["notes"] = [
+            f"{spec.prune}-pruned: {100 * zeros / max(total, 1):.1f} % of the MVAU weights are "
+            "zero, and FINN gains nothing from them: its MVAUs store and multiply every weight "
+            "(no sparsity), so folding, cycles, resources and fps include them; the NCC column "
+            "counts pruned MACs as 0 (the study's convention), the hardware does not"
+        ]
+    elif spec.prune in ("filter", "channel"):
+        fields["notes"] = [
+            f"{spec.prune}-pruned: the removed structures are gone from the device too (smaller "
+            "MVAUs), so folding, cycles and resources shrink with the NCC"
+        ]
+    return fields
 
 
 def _overrun(summary: dict[str, Any]) -> str:
@@ -340,7 +451,9 @@ def format_summary(s: dict[str, Any]) -> str:
         f"DMA-bound {s['fps_dma_bound']:.1f}); latency {s['latency_ms']:.3f} ms",
         f"   bottleneck: {s['bottleneck']} ({s['bottleneck_cycles']} cycles/frame)",
         f"   NCC {s['ncc_m']:.4f} x 1e6, memory {s['memory_mb']:.4f} MB",
+        f"   device memory (what the integer graph stores) {s['device_memory_mb']:.4f} MB",
     ]
+    lines += _accuracy_lines(s)
     ops = s.get("dsp_slice_ops")
     if isinstance(ops, dict):
         o = ops["ops"]
@@ -350,6 +463,25 @@ def format_summary(s: dict[str, Any]) -> str:
             f"SIMD add {o['add']:,})"
         )
     return "\n".join(lines)
+
+
+def _accuracy_lines(s: dict[str, Any]) -> list[str]:
+    """format_summary's accuracy line (float vs deployed after --quantize) and notes."""
+    lines = []
+    acc = s.get("test_accuracy")
+    if isinstance(acc, (int, float)) and "float_test_accuracy" in s:
+        q = s["quantized_from"]
+        fl = s["float_test_accuracy"]
+        lines.append(
+            f"   test accuracy: deployed {acc:.4f} vs float {fl:.4f} "
+            f"({100 * s['accuracy_change']:+.2f} points; {q['spec']} quantized with "
+            f"{q['calibration_images']} calibration images, {q['finetune_epochs']} fine-tune "
+            "epochs)"
+        )
+    elif isinstance(acc, (int, float)):
+        lines.append(f"   test accuracy: {acc:.4f}")
+    lines += [f"   note: {n}" for n in s.get("notes", [])]
+    return lines
 
 
 def step_finn_folder(cfg: BuildConfig, out: Path, board: Board) -> None:
@@ -498,6 +630,8 @@ def check_inputs(cfg: BuildConfig, steps: list[str]) -> None:
         raise BuildError(f"--verify-n must be at least 1, got {cfg.verify_n}")
     if cfg.checkpoint and "model" in steps and not Path(cfg.checkpoint).is_file():
         raise BuildError(f"checkpoint {cfg.checkpoint} does not exist")
+    if cfg.quantize is not None or cfg.finetune_epochs:
+        _check_quantize(cfg)
     if "lower" in steps:
         try:
             name = cfg.spec_name()
@@ -525,20 +659,71 @@ def check_inputs(cfg: BuildConfig, steps: list[str]) -> None:
         )
 
 
+def _check_quantize(cfg: BuildConfig) -> None:
+    """Refuse a --quantize build that cannot work before anything runs."""
+    from hwbed.models.checkpoint import CheckpointError, read_checkpoint
+    from hwbed.models.quantize import QuantizeError, deployed_spec
+    from hwbed.models.spec import SpecError, parse_spec
+
+    if cfg.quantize is None:
+        raise BuildError(
+            f"--finetune-epochs {cfg.finetune_epochs} fine-tunes the network --quantize makes; "
+            "add --quantize w8a8"
+        )
+    if cfg.finetune_epochs < 0:
+        raise BuildError(f"--finetune-epochs must be 0 or more, got {cfg.finetune_epochs}")
+    if cfg.calibration_images < 1:
+        raise BuildError(f"--calibration-images must be at least 1, got {cfg.calibration_images}")
+    if cfg.weights == "random":
+        raise BuildError(
+            "--quantize makes the deployed version of a trained float network; for a random "
+            "quantized one use --model <spec>-w8a8 --weights random"
+        )
+    if cfg.checkpoint and cfg.model:
+        raise BuildError("--quantize takes --checkpoint FLOAT.pt or --model <float spec>, not both")
+    if not cfg.checkpoint and not cfg.model:
+        raise BuildError(
+            "--quantize needs a float network: --checkpoint FLOAT.pt (e.g. a trained resnet20), "
+            "or --model <float spec> to train one first"
+        )
+    try:
+        source = cfg.source_spec_name()
+        deployed_spec(source, cfg.quantize)
+        data = read_checkpoint(cfg.checkpoint)["data"] if cfg.checkpoint else None
+    except (QuantizeError, SpecError, CheckpointError) as err:
+        where = f"{cfg.checkpoint}: " if cfg.checkpoint and cfg.checkpoint not in str(err) else ""
+        raise BuildError(f"{where}{err}") from None
+    if data is not None and cfg.data and cfg.data != data:
+        raise BuildError(
+            f"--data {cfg.data}: {cfg.checkpoint} was trained on {data}, and --quantize "
+            "calibrates and tests on the checkpoint's own data set; drop --data"
+        )
+    if not cfg.checkpoint and parse_spec(source).kd:
+        raise BuildError(
+            f"--model {source} would train a distilled network, which needs a teacher: train it "
+            f"with python -m hwbed.train --model {source} --teacher TEACHER.pt, then build "
+            "--checkpoint <its model.pt> --quantize " + cfg.quantize
+        )
+
+
 def unbuildable(spec: str) -> str | None:
     """Why ``spec`` cannot be lowered to an integer dataflow graph, or None if it can."""
     from hwbed.models.spec import parse_spec
 
     s = parse_spec(spec)
-    if s.family == "imagenet-resnet":
-        return "the ImageNet stem (7x7/2 conv, padded 3x3/2 max pool) is not lowered yet"
     if not s.quantized:
         example = f"{s.arch}-w1a1" if s.family == "bnn-pynq" else f"{s.arch}-xnor, {s.arch}-w4a4"
         how = [w for w, on in (("distilled", s.kd), ("pruned", s.prune)) if on]
         what = " and ".join(how) + " in full precision" if how else "full precision"
+        deploy = ""
+        if s.family != "bnn-pynq":
+            deploy = (
+                "; build its deployed 8-bit version with --quantize w8a8 (e.g. --checkpoint "
+                "FLOAT.pt --quantize w8a8: quantized and calibrated on its training split)"
+            )
         return (
             f"it is a float network ({what}, no quantizers), and "
-            f"only quantized variants lower to integer hardware; use e.g. {example}"
+            f"only quantized variants lower to integer hardware; use e.g. {example}{deploy}"
         )
     return None
 

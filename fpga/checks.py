@@ -171,6 +171,20 @@ def _natural_shape(node: Node, shapes: list[tuple[int, ...]]) -> tuple[int, ...]
     if node.op == "ChannelPad":
         pad = _int_attr(node, "before", 0) + _int_attr(node, "after", 0)
         return (*x[:-1], x[-1] + pad)
+    if node.op == "Pool":
+        h, w, taps = _hwc(node, x)
+        if a.get("Function") != "MaxPool":
+            raise GraphError(
+                f"node {node.name}: field Function {a.get('Function')!r} is not supported "
+                "(only 'MaxPool')"
+            )
+        k, c = _int_attr(node, "kernel", 1), _int_attr(node, "channels", 1)
+        if k * k * c != taps:
+            raise GraphError(
+                f"node {node.name}: input {list(x)} does not hold kernel {k} x {k} windows "
+                f"of {c} channels ({k * k * c} values per position)"
+            )
+        return (h, w, c)
     if node.op == "GlobalAccPool":
         h, w, c = _hwc(node, x)
         if "positions" in a and a["positions"] != h * w:
@@ -326,6 +340,7 @@ _OPS = {
     "ConvolutionInputGenerator": _same,
     "MVAU": _mvau,
     "StreamingMaxPool": _same,
+    "Pool": _same,  # a max never widens: its output lies within its input's range
     "AddStreams": _add,
     "DownSampler": _same,
     "ChannelPad": _pad,

@@ -327,6 +327,23 @@ def _maxpool_cycles(n: Node) -> int:
     return int(w * w * (1 + 1 / (k_w * k_w)))
 
 
+def _pool_cycles(n: Node) -> int:
+    """FINN's Pool: every window element of every channel once, PE channels a cycle."""
+    k_prod = math.prod(attr(n, "KernelSize"))
+    vecs = math.prod(attr(n, "OutImgDims")) * attr(n, "BatchSize")
+    return int(attr(n, "Channels") * k_prod / attr(n, "PE") * vecs)
+
+
+def _pool_resources(n: Node, part: str) -> dict[str, Any]:
+    """hwbed's LUT estimate for Pool_hls (FINN models none): per PE lane a comparator and the
+    running maximum's register-and-select (``2 * bits``), plus 300 for the HLS control, as
+    FINN's other HLS estimates count."""
+    bits = bitwidth(attr(n, "InputDataType"))
+    if attr(n, "Function") == "QuantAvgPool":
+        bits = max(bits, attr(n, "AccumBits"))  # an adder of the accumulator width instead
+    return _res(0, 300 + 2 * attr(n, "PE") * bits, 0, 0)
+
+
 def _fmpad_cycles(n: Node) -> int:
     (h, w), pad = attr(n, "ImgDim"), attr(n, "Padding")
     ch = attr(n, "NumChannels") // attr(n, "SIMD")
@@ -372,6 +389,7 @@ _CYCLES: dict[str, Callable[[Node], int]] = {
     "Thresholding_rtl": _thr_cycles,
     "Thresholding_hls": _thr_cycles,
     "StreamingMaxPool_hls": _maxpool_cycles,
+    "Pool_hls": _pool_cycles,
     "LabelSelect_hls": lambda n: attr(n, "Labels") // attr(n, "PE"),
     "StreamingDataWidthConverter": lambda n: 0,
     "StreamingDataWidthConverter_hls": lambda n: 0,
@@ -400,6 +418,7 @@ _RESOURCES: dict[str, Callable[[Node, str], dict[str, Any]]] = {
         _swg_bram(n), _swg_lut(n), _swg_uram(n), 0
     ),
     "Thresholding_rtl": _thr_rtl_resources,
+    "Pool_hls": _pool_resources,
     "Thresholding_hls": _lutram_table_resources,
     "ChannelwiseOp_hls": _lutram_table_resources,
     "StreamingDataWidthConverter": _dwc_resources,

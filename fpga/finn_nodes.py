@@ -65,6 +65,8 @@ def finn_nodes(graph: Graph) -> list[dict[str, Any]]:
                 Stride=[s, s],
                 inputDataType=in_type,
             )
+            if any(u.op == "Pool" for u in graph.consumers(node.outputs[0])):
+                d["depthwise"] = 1  # FINN's Pool_hls reads a depthwise window (InferPool)
         elif node.op == "FMPadding":
             p = a["pad"]
             d.update(
@@ -80,6 +82,16 @@ def finn_nodes(graph: Graph) -> list[dict[str, Any]]:
                 PoolDim=[k, k],
                 NumChannels=in_shape[-1],
                 dataType=in_type,
+            )
+        elif node.op == "Pool":
+            k = a["kernel"]
+            d.update(
+                Channels=a["channels"],
+                KernelSize=[k, k],
+                Function=a["Function"],
+                OutImgDims=list(out.shape[:2]),
+                InputDataType=in_type,
+                OutputDataType=out.dtype.finn,
             )
         elif node.op in ("AddStreams", "GlobalAccPool"):
             d.update(

@@ -297,6 +297,7 @@ def _set_folding_pass(
     nodes: Sequence[Node], target: int, wwidth_max: int, fold_skipped: bool = False
 ) -> list[dict]:
     out = [dict(n) for n in nodes]
+    producers = {t: n for n in out for t in n.get("output", ())}
     unhandled = []
     for n in out:
         op = n["op_type"]
@@ -315,6 +316,11 @@ def _set_folding_pass(
             _raise_until(n, "PE", attr(n, "NumChannels"), target)
         elif op == "LabelSelect_hls":
             _raise_until(n, "PE", attr(n, "Labels"), target)
+        elif op == "Pool_hls":  # FINN: the pool's PE, then its depthwise window's SIMD = PE
+            _raise_until(n, "PE", attr(n, "Channels"), target)
+            window = producers.get(n["input"][0]) if n.get("input") else None
+            if window is not None and window["op_type"] == "ConvolutionInputGenerator_rtl":
+                window["SIMD"], window["parallel_window"] = n["PE"], 0
         elif op == "ConvolutionInputGenerator_rtl":
             if attr(n, "depthwise"):
                 continue  # FINN folds depthwise SWGs from their VVAU/Pool consumer
@@ -434,9 +440,9 @@ def _options(n: Node, wwidth_max: int) -> list[dict[str, Any]]:
             for p in divisors(attr(n, "MH"))
         ]
     if n["op_type"] == "ConvolutionInputGenerator_rtl":
-        if attr(n, "depthwise"):
-            return [{}]
         channels = attr(n, "IFMChannels")
+        if attr(n, "depthwise"):  # a pool's window: SIMD only (FINN ties it to the pool's PE)
+            return [{"SIMD": s, "parallel_window": 0} for s in divisors(channels)]
         opts = [{"SIMD": s, "parallel_window": 0} for s in divisors(channels)]
         return opts + [{"SIMD": channels, "parallel_window": 1}]
     if not sp.fold:

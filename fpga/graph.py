@@ -7,7 +7,8 @@ computed in float32 exactly as the Brevitas twin computes it from the integer ac
 
 Node kinds (``op``) and their FINN names: ``Thresholding`` (Thresholding_rtl), ``FMPadding``
 (FMPadding_rtl), ``ConvolutionInputGenerator`` (ConvolutionInputGenerator_rtl), ``MVAU``
-(MVAU_hls), ``StreamingMaxPool`` (StreamingMaxPool_hls), ``AddStreams`` (AddStreams_hls),
+(MVAU_hls), ``StreamingMaxPool`` (StreamingMaxPool_hls), ``Pool`` (Pool_hls, windowed max),
+``AddStreams`` (AddStreams_hls),
 ``DownSampler`` (DownSampler_hls), ``ChannelPad`` (hwbed), ``StreamingConcat``
 (StreamingConcat_hls), ``GlobalAccPool`` (GlobalAccPool_hls), ``Affine`` (hwbed, float32
 logits), ``LabelSelect`` (LabelSelect_hls).
@@ -34,6 +35,7 @@ OPS = {
     "ConvolutionInputGenerator": "ConvolutionInputGenerator_rtl",
     "MVAU": "MVAU_hls",
     "StreamingMaxPool": "StreamingMaxPool_hls",
+    "Pool": "Pool_hls",
     "AddStreams": "AddStreams_hls",
     "DownSampler": "DownSampler_hls",
     "ChannelPad": "ChannelPad_hls",

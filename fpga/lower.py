@@ -10,7 +10,7 @@ from hwbed.models.resnet import ResNet
 from hwbed.models.spec import ModelSpec, parse_spec
 
 from .checks import check_graph
-from .frontend import lower_bnn_pynq, lower_resnet
+from .frontend import lower_bnn_pynq, lower_resnet, module_names
 from .graph import Graph, GraphError
 from .passes import DEFAULT_PASSES, run_passes
 
@@ -20,16 +20,25 @@ def lower(
 ) -> Graph:
     """Lower ``model`` (eval mode, built for ``spec``) on inputs of shape (C, H, W).
 
-    The result passes the checks :meth:`Graph.load` applies (:func:`check_graph`).
+    The result passes the checks :meth:`Graph.load` applies (:func:`check_graph`). The
+    front-end proves that the graph can equal the twin bit for bit (every quantizer scale a
+    power of two, every accumulator within float32's exact integers) or raises
+    :class:`GraphError` naming the layer; refusals name modules as ``<spec> <module path>``.
     """
     spec = parse_spec(spec)
     model.eval()
-    if isinstance(model, ResNet):
-        graph = lower_resnet(model, tuple(shape_chw))
-    elif spec.family == "bnn-pynq":
-        graph = lower_bnn_pynq(model, tuple(shape_chw), spec.name)
-    else:
-        raise GraphError(f"{spec.name}: no lowering for {type(model).__name__}")
+    if spec.family == "bnn-pynq" and not spec.quantized:
+        raise GraphError(
+            f"{spec.name}: float BNN-PYNQ networks do not lower to an integer graph; "
+            f"use w<W>a<A> (e.g. {spec.at_precision('w1a1').name}), or run the float twin"
+        )
+    with module_names(model, spec.name):
+        if isinstance(model, ResNet):
+            graph = lower_resnet(model, tuple(shape_chw))
+        elif spec.family == "bnn-pynq":
+            graph = lower_bnn_pynq(model, tuple(shape_chw), spec.name)
+        else:
+            raise GraphError(f"{spec.name}: no lowering for {type(model).__name__}")
     graph = run_passes(graph, passes)
     check_graph(graph)
     return graph

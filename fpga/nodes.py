@@ -149,6 +149,20 @@ OP_SPECS: dict[str, OpSpec] = {
         fold={"PE": "NumChannels"},
         config=("PE",),
     ),
+    "Pool_hls": OpSpec(
+        required=("Channels", "KernelSize", "OutImgDims", "InputDataType"),
+        defaults={
+            "PE": 1,
+            "Function": "MaxPool",
+            "OutputDataType": "",
+            "AccumBits": 0,
+            "Size": 1,
+            "BatchSize": 1,
+        },
+        fold={"PE": "Channels"},
+        config=("PE",),
+        enums={"Function": ("MaxPool", "QuantAvgPool")},
+    ),
     "LabelSelect_hls": OpSpec(
         required=("Labels", "K", "inputDataType"),
         defaults={"PE": 1, "numInputVectors": [1]},

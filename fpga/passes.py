@@ -42,6 +42,43 @@ class AbsorbThresholdsIntoMVAU:
         return g, modified
 
 
+class RemoveIdentityThresholds:
+    """Drop a Thresholding that maps every code of its input type to itself.
+
+    An 8-bit activation quantizer that shares the uint8 stream's quantizer (an int ResNet's
+    first conv of a block at a8) lowers to such a table: out = x for every x the type holds,
+    so its consumers can read the input instead (no LUTs or threshold memory on the device).
+    """
+
+    def apply(self, graph: Graph) -> tuple[Graph, bool]:
+        g = copy.deepcopy(graph)
+        modified = False
+        for node in list(g.nodes):
+            if node.op != "Thresholding" or node.outputs[0] == g.output:
+                continue
+            src, dst = node.inputs[0], node.outputs[0]
+            if not _is_identity(node, g.tensors[src].dtype, g.tensors[dst].dtype):
+                continue
+            for other in g.nodes:
+                other.inputs = [src if t == dst else t for t in other.inputs]
+            g.nodes.remove(node)
+            del g.tensors[dst]
+            modified = True
+        return g, modified
+
+
+def _is_identity(node, in_type: IntType, out_type: IntType) -> bool:
+    if in_type != out_type or in_type.kind not in ("int", "uint") or in_type.frac:
+        return False
+    t = np.asarray(node.params["thresholds"])
+    steps = in_type.max - in_type.min
+    if t.ndim != 2 or t.shape[1] != steps:
+        return False
+    if node.attrs.get("out_bias") != in_type.min or node.attrs.get("out_scale") != 1:
+        return False
+    return bool((t == in_type.min + 1 + np.arange(steps)).all())
+
+
 class InferAccumulatorWidths:
     """Prove each MVAU's accumulator range from weights and input type; refuse if too wide."""
 
@@ -97,7 +134,12 @@ class GiveFinnNames:
         return g, modified
 
 
-DEFAULT_PASSES = (AbsorbThresholdsIntoMVAU(), InferAccumulatorWidths(), GiveFinnNames())
+DEFAULT_PASSES = (
+    RemoveIdentityThresholds(),
+    AbsorbThresholdsIntoMVAU(),
+    InferAccumulatorWidths(),
+    GiveFinnNames(),
+)
 
 
 def run_passes(graph: Graph, passes=DEFAULT_PASSES) -> Graph:

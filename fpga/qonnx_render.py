@@ -3,12 +3,14 @@
 The rendering uses standard ONNX ops and qonnx 1.0.0's custom ops (domain
 ``qonnx.custom_op.general``): ``MultiThreshold`` for thresholds, ``Im2Col`` for the sliding
 window, ``XnorPopcountMatMul`` for binary layers without zero padding, ``MaxPoolNHWC`` for max
-pooling. Tensors are float32 carriers of integers, so the rendering refuses any node whose
-proven magnitude (partial sums included) or threshold reaches 2^24, beyond which float32 is
-no longer exact. Every integer tensor carries its qonnx DataType annotation; qonnx checks the
-values against it on every node, and :func:`run_qonnx_render` turns any violation into an
-error. qonnx is an executor hwbed did not write: agreement with :mod:`hwbed.fpga.reference`
-is an independent check of the graph semantics.
+pooling (a padded, strided ``Pool`` with its window and padding too: onnxruntime pads with
+-inf, which checks the graph's padding by the type's minimum). Tensors are float32 carriers
+of integers, so the rendering refuses any node whose proven magnitude (partial sums
+included) or threshold reaches 2^24, beyond which float32 is no longer exact. Every integer
+tensor carries its qonnx DataType annotation; qonnx checks the values against it on every
+node, and :func:`run_qonnx_render` turns any violation into an error. qonnx is an executor
+hwbed did not write: agreement with :mod:`hwbed.fpga.reference` is an independent check of
+the graph semantics.
 
 The rendering has batch size 1, as FINN's models do: qonnx 1.0.0's ``Im2Col`` interleaves the
 images of a batch larger than one (its NCHW column matrix is reshaped with the batch axis
@@ -48,6 +50,7 @@ class _Renderer:
         self.infos: dict[str, tuple[int, tuple[int, ...]]] = {}
         self.dtypes: dict[str, str] = {}
         self.binary: dict[str, str] = {}  # bipolar tensor -> its {0, 1} rendering
+        self.pools, self.skipped = self._fusable_pools()
         self.fused = self._fusable_pads()
 
     # -- helpers -----------------------------------------------------------------------------
@@ -76,18 +79,53 @@ class _Renderer:
             self.dtypes[out] = dtype
         return out
 
+    def _sole_user(self, tensor: str, op: str) -> Node | None:
+        """The only consumer of ``tensor`` if it is an ``op`` (and ``tensor`` no output)."""
+        users = self.g.consumers(tensor)
+        if len(users) == 1 and users[0].op == op and tensor != self.g.output:
+            return users[0]
+        return None
+
+    def _fusable_pools(self) -> tuple[dict[str, tuple[str, int, int, int]], set[str]]:
+        """Pools whose windows come from a sliding window read by nothing else render as one
+        ``MaxPoolNHWC`` (onnxruntime's MaxPool, padding with -inf) on the window's input, or
+        on the padding's input when the pad value is the input type's minimum or less (then
+        -inf padding gives the same maxima, which qonnx thus checks independently). Returns
+        {pool name: (source tensor, pad, kernel, stride)} and the names rendered inside."""
+        pools, inside = {}, set()
+        for node in self.g.nodes:
+            src = self.g.producer(node.inputs[0]) if node.op == "Pool" else None
+            if src is None or src.op != "ConvolutionInputGenerator":
+                continue
+            if self._sole_user(src.outputs[0], "Pool") is not node:
+                continue
+            x, q = src.inputs[0], 0
+            pad = self.g.producer(x)
+            if (
+                pad is not None
+                and pad.op == "FMPadding"
+                and self._sole_user(pad.outputs[0], "ConvolutionInputGenerator") is src
+                and pad.attrs["pad_value"] <= self.itype(pad.inputs[0]).min
+            ):
+                x, q = pad.inputs[0], pad.attrs["pad"]
+                inside.add(pad.name)
+            inside.add(src.name)
+            pools[node.name] = (x, q, src.attrs["kernel"], src.attrs["stride"])
+        return pools, inside
+
     def _fusable_pads(self) -> set[str]:
         """FMPadding nodes whose only consumer is a sliding window and whose input type holds
         the pad value: they become Im2Col's pad_amount; the others render as Pad."""
         fused = set()
         for node in self.g.nodes:
-            if node.op != "FMPadding":
+            if node.op != "FMPadding" or node.name in self.skipped:
                 continue
             users = self.g.consumers(node.outputs[0])
             in_type = self.g.tensors[node.inputs[0]].dtype
             if (
                 len(users) == 1
                 and users[0].op == "ConvolutionInputGenerator"
+                and users[0].name not in self.skipped
                 and node.outputs[0] != self.g.output
                 and DataType[in_type.finn].allowed(node.attrs["pad_value"])
             ):
@@ -125,7 +163,7 @@ class _Renderer:
     def node(self, node: Node) -> None:
         """Render one node into tensor ``node.outputs[0]``, reshaping if the graph relabels it."""
         out = node.outputs[0]
-        if node.op == "FMPadding" and node.name in self.fused:
+        if (node.op == "FMPadding" and node.name in self.fused) or node.name in self.skipped:
             return
         declared = self.shape(out)
         natural = self.natural_shape(node)
@@ -160,6 +198,8 @@ class _Renderer:
             return (*s[:-1], a["MH"])
         if node.op == "StreamingMaxPool":
             return (s[0] // a["kernel"], s[1] // a["kernel"], s[2])
+        if node.op == "Pool":
+            return (s[0], s[1], a["channels"])
         if node.op == "DownSampler":
             return (-(-s[0] // a["stride"]), -(-s[1] // a["stride"]), s[2])
         if node.op == "ChannelPad":
@@ -265,6 +305,28 @@ class _Renderer:
             pads=[0, 0, 0, 0],
             strides=[k, k],
         )
+
+    def r_Pool(self, node, out, shape, dtype):
+        if node.name in self.pools:  # window (and padding) fused: one MaxPoolNHWC
+            x, q, k, s = self.pools[node.name]
+            self.dtypes.setdefault(x, self.itype(x).finn)
+            self.emit(
+                "MaxPoolNHWC",
+                [x],
+                out,
+                shape,
+                dtype,
+                DOMAIN,
+                kernel_shape=[k, k],
+                pads=[q] * 4,
+                strides=[s, s],
+            )
+            return
+        k, c = node.attrs["kernel"], node.attrs["channels"]  # windows -> [.., k*k, C] -> max
+        taps = (*shape[:-1], k * k, c)
+        dims = self.const(f"{out}/taps_shape", np.array([self.batch, *taps], dtype=np.int64))
+        win = self.emit("Reshape", [node.inputs[0], dims], f"{out}/taps", taps, dtype)
+        self.emit("ReduceMax", [win], out, shape, dtype, axes=[len(taps) - 1], keepdims=0)
 
     def r_AddStreams(self, node, out, shape, dtype):
         self.emit("Add", list(node.inputs), out, shape, dtype)

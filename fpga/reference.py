@@ -49,6 +49,9 @@ def run_node(node: Node, ins: list[np.ndarray]) -> np.ndarray:
         k = a["kernel"]
         n, h, w, c = x.shape
         return x[:, : h // k * k, : w // k * k].reshape(n, h // k, k, w // k, k, c).max(axis=(2, 4))
+    if node.op == "Pool":  # windows [N, OH, OW, k*k*C] in (kh, kw, c) order -> max per c
+        n, oh, ow, _ = x.shape
+        return x.reshape(n, oh, ow, a["kernel"] ** 2, a["channels"]).max(axis=3)
     if node.op == "AddStreams":
         return x + ins[1]
     if node.op == "DownSampler":

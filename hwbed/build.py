@@ -3,6 +3,10 @@
 With no ``--model``/``--checkpoint`` it trains the embedded default (resnet20-xnor on the
 digits data, cached in runs/ after the first run), then exports, lowers, folds, estimates,
 writes the FINN folder and the deploy package, and verifies the simulator against the twin.
+``--checkpoint FLOAT.pt --quantize w8a8`` builds the deployed 8-bit version of a float
+(vanilla, distilled or pruned) network: post-training quantization calibrated on its training
+split, ``--finetune-epochs N`` of quantization-aware fine-tuning, and a summary comparing the
+float and deployed test accuracy.
 
 Exit status: 0 built; 1 built but the design does not fit the board (one ``error:`` line
 with the overrun; no FINN folder); 2 a bad input or a failed step (one ``error:`` line).
@@ -28,6 +32,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="trained checkpoint to build")
     p.add_argument("--data", help="data set (default digits; cnv: synthetic 3x32x32)")
     p.add_argument("--weights", choices=("trained", "random"), default="trained")
+    p.add_argument(
+        "--quantize",
+        metavar="wWaA",
+        help="build the deployed version of a float network (--checkpoint, or a float --model "
+        "trained first) at this precision, e.g. w8a8: post-training quantization calibrated on "
+        "its training split",
+    )
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=0,
+        help="epochs of quantization-aware fine-tuning after --quantize (default 0)",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=int,
+        default=1024,
+        help="training images that calibrate --quantize's scales (default 1024)",
+    )
     p.add_argument("--folding", help="FINN folding config JSON to apply unchanged")
     p.add_argument("--target-fps", type=float, help="fold to reach this frame rate")
     p.add_argument("--out", help="output folder (default build/<model>-<target>)")

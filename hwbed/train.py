@@ -22,7 +22,10 @@ HELP = {
     "imagenet",
     "data_dir": "folder or archive of cifar10/imagenet (default $HWBED_DATA_DIR)",
     "teacher": "teacher checkpoint for -kd specs",
-    "init": "start from this checkpoint (-prune-*: the trained float network)",
+    "init": "start from this checkpoint (-prune-*: the trained float network; w<W>a<A>: "
+    "its float version, quantized and calibrated first)",
+    "calibration_images": "training images that calibrate a float network quantized to "
+    "w<W>a<A> (default 1024)",
     "out": "output folder (default runs/<spec>-<data>-s<seed>)",
     "force": "replace a run in the output folder trained with other settings or more epochs",
 }
@@ -49,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "seed": int,
                 "limit": int,
                 "pretrain_epochs": int,
+                "calibration_images": int,
                 "lr": float,
                 "weight_decay": float,
                 "kd_temperature": float,

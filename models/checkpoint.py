@@ -211,12 +211,15 @@ def _uncalibrated_scale(model: nn.Module, key: str) -> bool:
     return getattr(module, "counter", None) == 0 and hasattr(module, "collect_stats_steps")
 
 
+@torch.no_grad()
 def _refresh_pruned_weights(model: nn.Module) -> None:
     """Recompute ``weight = weight_orig * weight_mask`` of masked layers after loading.
 
     ``torch.nn.utils.prune`` only refreshes the masked weight in a forward pre-hook, so
     without this the loaded network's ``.weight`` would hold the placeholder's until the
-    first forward pass (wrong for anything that reads weights: export, inspection).
+    first forward pass (wrong for anything that reads weights: export, inspection). The
+    refreshed weight is computed without autograd, so the loaded network can be deep-copied
+    (the QONNX export copies it); training's forward pre-hook recomputes it with gradients.
     """
     for module in model.modules():
         for hook in module._forward_pre_hooks.values():

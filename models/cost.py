@@ -1,10 +1,22 @@
-"""Memory demand and normalized compute complexity (NCC) as METHOD.md defines them.
+"""Memory demand and normalized compute complexity (NCC) as the study counts them.
 
-Memory [MB = 10^6 bytes] is parameter storage: 32 bits per full-precision parameter
-(weights, biases, the four BN statistics), 1 bit per binary weight per basis, W bits per
-weight of a ``wXaY`` layer, and 32 bits per stored scale (XNOR alpha, ABC alpha/beta/shift,
-quantizer scales). Pruned (masked or removed) weights are not stored. As in the study, the
-first convolution and the final classifier count as full precision in every variant.
+Memory [MB = 10^6 bytes] is the study's column: the **stored weights** of every layer --
+32 bits per full-precision weight and bias, 1 bit per binary weight per basis, W bits per
+weight of a ``wXaY`` layer -- plus the scales that define those weights, at 32 bits each:
+XNOR's alpha (one per output channel), ABC's alpha_m (one per weight basis) and the
+weight quantizer's scale of a ``wXaY`` layer. As in the study, the first convolution and the
+final classifier count as full precision in every variant, and pruned (masked or removed)
+weights are not stored.
+
+Not counted, because on the device they fold into the thresholds (or the final affine's
+biases) and the study's column leaves them out: BatchNorm (and BNN-PYNQ's TensorNorm), and
+every activation-side parameter -- learned activation quantizer scales and ABC's activation
+bases' beta_n and shift v_n. They stay visible: their rows keep their parameter count with
+``memory_mb`` 0, and ``folded_mb`` (per row and in total) is what they would take at 32 bits,
+so ``memory_mb + folded_mb`` counts every parameter, those at 32 bits. (METHOD.md's wording
+lists BN among the 32-bit parameters; the study's memory column counts stored weights only,
+and this module follows the column.) What the integer graph really stores, thresholds
+included, is ``hwbed.fpga.memory.device_memory``.
 
 NCC [10^6] takes the DSP48 slice as unit: a full-precision (or multi-bit) MAC counts 1, a
 binary XNOR-popcount MAC counts 1/48, an ABC-MxN MAC counts M*N/48; pruned MACs count 0.
@@ -24,6 +36,8 @@ from .spec import ModelSpec, parse_spec
 
 FP_BITS = 32
 XNORS_PER_SLICE = 48
+MB = 8e6
+"""Bits per MB (10^6 bytes)."""
 
 
 @dataclass
@@ -37,6 +51,8 @@ class LayerCost:
     memory_mb: float
     macs: int
     ncc_m: float
+    folded_mb: float = 0.0
+    """32-bit size of this row's parameters the memory does not count (BN, activation scales)."""
 
 
 @dataclass
@@ -49,6 +65,8 @@ class ModelCost:
     macs: int
     ncc_m: float
     layers: list[LayerCost]
+    folded_mb: float = 0.0
+    """BN and activation-side parameters at 32 bits: not in ``memory_mb`` (see the module doc)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,10 +104,12 @@ def model_cost(
 
     def on_compute(module, _inputs, out):
         positions = _conv_positions(out)
+        folded = 0
         if isinstance(module, AbcConv2d):
             weights = module.weight.numel()
             scales = module.alpha.numel() + module.beta.numel() + module.shift.numel()
-            bits = weights * module.m + FP_BITS * scales
+            bits = weights * module.m + FP_BITS * module.alpha.numel()  # bases + alpha_m
+            folded = FP_BITS * (module.beta.numel() + module.shift.numel())  # activation bases
             macs = positions * weights
             ncc = macs * module.m * module.n / XNORS_PER_SLICE
             precision = f"abc{module.m}x{module.n}"
@@ -114,13 +134,17 @@ def model_cost(
         kind = "linear" if isinstance(module, nn.Linear) else "conv"
         bias = getattr(module, "bias", None)
         params = weights + scales + (bias.numel() if bias is not None else 0)
-        rows.append(LayerCost(names[module], kind, precision, params, bits / 8e6, macs, ncc / 1e6))
+        rows.append(
+            LayerCost(
+                names[module], kind, precision, params, bits / MB, macs, ncc / 1e6, folded / MB
+            )
+        )
 
     def on_norm(module, _inputs, _out):
         n = sum(
             b.numel() for b in (module.weight, module.bias, module.running_mean, module.running_var)
         )
-        rows.append(LayerCost(names[module], "norm", "fp32", n, FP_BITS * n / 8e6, 0, 0.0))
+        rows.append(LayerCost(names[module], "norm", "fp32", n, 0.0, 0, 0.0, FP_BITS * n / MB))
 
     hooks = [m.register_forward_hook(on_compute) for m in compute]
     norms = [m for m in model.modules() if _is_norm(m)]
@@ -138,7 +162,14 @@ def model_cost(
     if n_scales:
         rows.append(
             LayerCost(
-                "activation scales", "scales", "fp32", n_scales, FP_BITS * n_scales / 8e6, 0, 0.0
+                "activation scales",
+                "scales",
+                "fp32",
+                n_scales,
+                0.0,
+                0,
+                0.0,
+                FP_BITS * n_scales / MB,
             )
         )
     return ModelCost(
@@ -148,6 +179,7 @@ def model_cost(
         macs=sum(r.macs for r in rows),
         ncc_m=sum(r.ncc_m for r in rows),
         layers=rows,
+        folded_mb=sum(r.folded_mb for r in rows),
     )
 
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from brevitas.function.ops_ste import round_ste
 from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
+from brevitas.quant_tensor import QuantTensor
 from torch import nn
 
 from .quantizers import BinaryAct, BinaryWeight, FirstLastWeight, IntWeight
@@ -116,18 +117,52 @@ class AbcConv2d(nn.Module):
         return torch.einsum("nbmchw,mn->bchw", d, k) * 2.0**-frac
 
 
-def int_conv(cin: int, cout: int, k: int, stride: int, padding: int, bits: int) -> QuantConv2d:
+F32_EXACT = 2**24
+"""float32 holds every integer up to 2^24, so integer sums below it are exact in any order."""
+MAX_INPUT_CODE = 2**8
+"""Largest |code| a multi-bit layer reads: activations and residual streams are 8 bits at most."""
+
+
+def _value(t):
+    return t.value if isinstance(t, QuantTensor) else t
+
+
+class IntConv2d(QuantConv2d):
+    """Multi-bit convolution whose eval-mode output is a function of its integer sum alone.
+
+    The output is d * 2^-f with d = sum(w x) an integer. When the worst case over its taps,
+    K * 2^(bits-1) * 2^8, reaches 2^24 (8-bit weights over 512 or more taps), float32 partial
+    sums could round in an order-dependent way (oneDNN's blocking, the batch size). Such a
+    layer (``exact_sum``) sums in float64 in eval mode, exact far beyond any reachable d, and
+    rounds once to float32: the result is float32(d) * 2^-f, which the lowering's thresholds
+    reproduce. Elsewhere float32 is already exact and the conv is Brevitas' own; training
+    always runs the float32 conv (its rounding never reaches an evaluated network).
+    """
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int, padding: int, bits: int):
+        super().__init__(
+            cin,
+            cout,
+            k,
+            stride=stride,
+            padding=padding,
+            bias=False,
+            weight_quant=IntWeight,
+            weight_bit_width=bits,
+        )
+        self.exact_sum = cin * k * k * 2 ** (bits - 1) * MAX_INPUT_CODE >= F32_EXACT
+
+    def inner_forward_impl(self, x, quant_weight, quant_bias):
+        if self.training or not self.exact_sum or torch.onnx.is_in_onnx_export():
+            return super().inner_forward_impl(x, quant_weight, quant_bias)
+        x, w = _value(x), _value(quant_weight)
+        y = super().inner_forward_impl(x.double(), w.double(), None).to(x.dtype)
+        return y if quant_bias is None else y + _value(quant_bias)
+
+
+def int_conv(cin: int, cout: int, k: int, stride: int, padding: int, bits: int) -> IntConv2d:
     """Multi-bit convolution with a per-tensor power-of-two weight scale."""
-    return QuantConv2d(
-        cin,
-        cout,
-        k,
-        stride=stride,
-        padding=padding,
-        bias=False,
-        weight_quant=IntWeight,
-        weight_bit_width=bits,
-    )
+    return IntConv2d(cin, cout, k, stride, padding, bits)
 
 
 def first_conv(cin: int, cout: int, k: int, stride: int, padding: int) -> QuantConv2d:
@@ -137,9 +172,29 @@ def first_conv(cin: int, cout: int, k: int, stride: int, padding: int) -> QuantC
     )
 
 
-def last_fc(cin: int, classes: int) -> QuantLinear:
-    """8-bit final classifier with a float bias (added once to an exact accumulator)."""
-    return QuantLinear(cin, classes, bias=True, weight_quant=IntWeight, weight_bit_width=8)
+class ExactLinear(QuantLinear):
+    """8-bit classifier whose logits are a function of its integer sum alone.
+
+    In eval mode the dot products are taken in float64 (exact) and rounded once to float32,
+    then the float bias is added once. ``F.linear`` with a bias lets the GEMM add the bias to
+    partial sums (MKL does for 512 or more inputs), so its logits depend on the blocking and
+    even differ between batch sizes; this head has neither problem at any width.
+    """
+
+    exact_sum = True
+
+    def inner_forward_impl(self, x, quant_weight, quant_bias):
+        x, w = _value(x), _value(quant_weight)
+        if self.training or torch.onnx.is_in_onnx_export():  # QONNX/onnxruntime run float32
+            y = F.linear(x, w)
+        else:
+            y = F.linear(x.double(), w.double()).to(x.dtype)
+        return y if quant_bias is None else y + _value(quant_bias)
+
+
+def exact_fc(cin: int, classes: int) -> ExactLinear:
+    """8-bit final classifier of every quantized ResNet: an exact sum, then its float bias."""
+    return ExactLinear(cin, classes, bias=True, weight_quant=IntWeight, weight_bit_width=8)
 
 
 def option_a_shortcut(x: torch.Tensor, cout: int, stride: int) -> torch.Tensor:

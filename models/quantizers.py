@@ -24,6 +24,8 @@ __all__ = [
     "IntWeight",
     "FirstLastWeight",
     "UintAct",
+    "UintStreamQuant",
+    "BranchQuant",
     "CommonActQuant",
     "CommonWeightQuant",
 ]
@@ -62,3 +64,16 @@ IntWeight = Int8WeightPerTensorFixedPoint
 
 FirstLastWeight = Int8WeightPerChannelFixedPoint
 """8-bit weights of the first convolution, per-channel power-of-two scale."""
+
+
+UintStreamQuant = Uint8ActPerTensorFixedPoint
+"""uint8 post-ReLU residual stream of the int (wXaY) ResNets, power-of-two scale."""
+
+
+class BranchQuant(Int8ActPerTensorFixedPoint):
+    """Signed 9-bit residual branch of the int ResNets, built on the uint8 stream's own
+    ``scaling_impl`` (``models.resnet.branch_quant``): 2^(9-1) = 2^8 codes per unit scale as
+    the uint8 stream has, so branch and stream share one power-of-two scale and the add is
+    an exact integer sum."""
+
+    bit_width = 9

@@ -1,10 +1,20 @@
 """ResNets of the study: CIFAR-style ResNet20/32/44/56 and ImageNet-style ResNet18/50.
 
 One block class per precision. Float blocks are the classic post-activation blocks
-(He et al., 2016). Quantized blocks (XNOR, ABC, wXaY) keep an int8 residual stream with a
-power-of-two scale: each conv sees a quantized activation of its input, the block's residual
-branch is requantized to the stream's scale (a shared Brevitas proxy) before the add, and the
-sum is requantized once more. The first conv (on uint8 pixels) and the final FC are 8-bit.
+(He et al., 2016). Quantized blocks keep a quantized residual stream with a power-of-two
+scale: each conv sees a quantized activation of its input, the block's residual branch is
+requantized to the stream's scale before the add, and the sum is requantized once more. The
+first conv (on uint8 pixels) and the final FC are 8-bit.
+
+Two streams (``ResNet.relu_stream``):
+
+* uint8 post-ReLU stream (int wXaY ResNets): the float network's function, ReLU after the
+  stem and after every add; the branch is requantized by a signed 9-bit quantizer on the
+  stream's own scale (:func:`branch_quant`). A float checkpoint quantizes onto it (PTQ,
+  ``models.quantize``).
+* int8 signed stream without ReLU after the add (XNOR, ABC, and int checkpoints saved before
+  the uint8 stream existed, whose ``arch_config`` lacks ``"stream"``): ReLU/sign only in
+  front of the convs, so the shortcut carries pre-activation values.
 """
 
 from __future__ import annotations
@@ -13,9 +23,19 @@ import torch
 from brevitas.nn import QuantIdentity, QuantReLU
 from torch import nn
 
-from .layers import AbcConv2d, XnorConv2d, first_conv, int_conv, last_fc, option_a_shortcut
-from .quantizers import BinaryAct, PixelQuant, StreamQuant, UintAct
+from .layers import (
+    AbcConv2d,
+    XnorConv2d,
+    exact_fc,
+    first_conv,
+    int_conv,
+    option_a_shortcut,
+)
+from .quantizers import BinaryAct, BranchQuant, PixelQuant, StreamQuant, UintAct, UintStreamQuant
 from .spec import CIFAR_RESNETS, ModelSpec
+
+RELU_STREAM = "uint8-relu"
+"""``arch_config["stream"]`` of an int ResNet on the uint8 post-ReLU stream (absent: int8)."""
 
 
 def make_conv(spec: ModelSpec, cin: int, cout: int, k: int, stride: int) -> nn.Module:
@@ -32,13 +52,47 @@ def make_conv(spec: ModelSpec, cin: int, cout: int, k: int, stride: int) -> nn.M
     return conv
 
 
-def make_act(spec: ModelSpec) -> nn.Module:
-    """The activation quantizer in front of an inner conv (ABC holds its own bases)."""
+def make_act(spec: ModelSpec, stream: nn.Module | None = None) -> nn.Module:
+    """The activation quantizer in front of an inner conv (ABC holds its own bases).
+
+    ``stream``: the uint8 post-ReLU stream quantizer a block's first conv reads (int ResNets
+    on that stream). At 8-bit activations the conv reads the stream itself (the stream's
+    quantizer shared: an identity on its codes); at fewer bits the stream is requantized.
+    """
     if spec.quant == "xnor":
         return QuantIdentity(act_quant=BinaryAct)
     if spec.quant == "int":
+        if stream is not None and spec.a_bits == 8:
+            return QuantIdentity(act_quant=stream.act_quant)
         return QuantReLU(act_quant=UintAct, bit_width=spec.a_bits)
     return nn.Identity()
+
+
+def stream_quant(relu_stream: bool) -> nn.Module:
+    """A residual-stream quantizer: uint8 after a ReLU, or the signed int8 stream."""
+    if relu_stream:
+        return QuantReLU(act_quant=UintStreamQuant)
+    return QuantIdentity(act_quant=StreamQuant)
+
+
+def _scaling(quant: nn.Module) -> nn.Module:
+    return quant.act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl
+
+
+def branch_quant(stream: nn.Module) -> QuantIdentity:
+    """Signed 9-bit quantizer on the uint8 ``stream``'s scale: the same ``scaling_impl``
+    module (one learned power-of-two scale, statistics from both), so ``h + x`` of a branch
+    ``h`` and the stream ``x`` is an exact integer sum times that scale.
+
+    Brevitas rebuilds a proxy's modules when a state dict is loaded, which unties them;
+    :class:`ResNet` ties them again after every ``load_state_dict``.
+    """
+    return QuantIdentity(act_quant=BranchQuant, scaling_impl=_scaling(stream))
+
+
+def tie_branch_scale(branch: nn.Module, stream: nn.Module) -> None:
+    """Make ``branch`` (from :func:`branch_quant`) use ``stream``'s current scale module."""
+    branch.act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl = _scaling(stream)
 
 
 class FloatBlock(nn.Module):
@@ -69,19 +123,42 @@ class FloatBlock(nn.Module):
 
 
 class QuantBlock(FloatBlock):
-    """Block on an int8 stream: h = bn(conv(act(...))); out = q_out(q_h(h) + shortcut(x))."""
+    """Block on a quantized stream: h = bn(conv(act(...))); out = q_out(q_h(h) + shortcut(x)).
 
-    def __init__(self, spec, widths, kernels, strides, shortcut, in_quant: QuantIdentity):
+    ``relu_stream``: q_out is ReLU + uint8 and q_h a signed 9-bit quantizer on the input
+    stream's scale (the float block's function); else both are the int8 stream quantizer
+    (q_h shares the input stream's proxy) and no ReLU follows the add.
+    """
+
+    def __init__(
+        self,
+        spec,
+        widths,
+        kernels,
+        strides,
+        shortcut,
+        in_quant: nn.Module,
+        relu_stream: bool = False,
+    ):
         super().__init__(spec, widths, kernels, strides, shortcut)
-        self.acts = nn.ModuleList(make_act(spec) for _ in self.convs)
-        self.h_quant = QuantIdentity(act_quant=in_quant.act_quant)  # shares the stream's scale
-        self.out_quant = QuantIdentity(act_quant=StreamQuant)
+        if relu_stream:
+            first = make_act(spec, in_quant)
+            self.acts = nn.ModuleList([first, *(make_act(spec) for _ in self.convs[1:])])
+            self.h_quant = branch_quant(in_quant)
+        else:
+            self.acts = nn.ModuleList(make_act(spec) for _ in self.convs)
+            self.h_quant = QuantIdentity(act_quant=in_quant.act_quant)  # the stream's scale
+        self.out_quant = stream_quant(relu_stream)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
         for act, conv, bn in zip(self.acts, self.convs, self.bns, strict=True):
             h = bn(conv(act(h)))
         return self.out_quant(self.h_quant(h) + self._shortcut(x))
+
+
+def _tie_after_load(model: ResNet, _incompatible_keys) -> None:
+    model.tie_scales()
 
 
 class ResNet(nn.Module):
@@ -93,10 +170,14 @@ class ResNet(nn.Module):
         in_channels: int,
         num_classes: int,
         mids: list[list[int]] | None = None,
+        relu_stream: bool | None = None,
     ):
+        """``relu_stream``: the uint8 post-ReLU stream (see the module docstring); only int
+        ResNets have one, and they do by default (False builds the earlier int8 stream)."""
         super().__init__()
         self.spec = spec
         q = spec.quantized
+        self.relu_stream = spec.quant == "int" and relu_stream is not False
         cifar = spec.arch in CIFAR_RESNETS
         if cifar:
             depth = CIFAR_RESNETS[spec.arch]
@@ -112,7 +193,7 @@ class ResNet(nn.Module):
         if q:
             self.pixel = QuantIdentity(act_quant=PixelQuant)
             self.stem_conv = first_conv(in_channels, stem, stem_k, stem_s, stem_k // 2)
-            self.stem_quant = QuantIdentity(act_quant=StreamQuant)
+            self.stem_quant = stream_quant(self.relu_stream)
         else:
             self.stem_conv = nn.Conv2d(in_channels, stem, stem_k, stem_s, stem_k // 2, bias=False)
         self.stem_bn = nn.BatchNorm2d(stem)
@@ -132,14 +213,21 @@ class ResNet(nn.Module):
                 if not cifar and (stride != 1 or cin != cout):
                     shortcut = self._projection(spec, cin, cout, stride, stream)
                 if q:
-                    block = QuantBlock(spec, widths, kernels, strides, shortcut, stream)
+                    block = QuantBlock(
+                        spec, widths, kernels, strides, shortcut, stream, self.relu_stream
+                    )
                     stream = block.out_quant
                 else:
                     block = FloatBlock(spec, widths, kernels, strides, shortcut)
                 blocks.append(block)
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.fc = last_fc(cin, num_classes) if q else nn.Linear(cin, num_classes)
+        if self.relu_stream:
+            self.register_load_state_dict_post_hook(_tie_after_load)
+        if not q:
+            self.fc = nn.Linear(cin, num_classes)
+        else:  # exact FC sum at any width (ImageNet also quantizes the pooled mean)
+            self.fc = exact_fc(cin, num_classes)
 
     @staticmethod
     def _projection(spec, cin, cout, stride, stream) -> nn.Sequential:
@@ -152,6 +240,17 @@ class ResNet(nn.Module):
             layers.append(QuantIdentity(act_quant=stream.act_quant))
         return nn.Sequential(*layers)
 
+    def tie_scales(self) -> None:
+        """Share each block's branch scale with its input stream's (uint8 post-ReLU stream).
+
+        Loading a state dict re-creates each Brevitas proxy's scale module (and loads the
+        value into it), so the branch would keep the old one; this runs after every load.
+        """
+        stream = self.stem_quant
+        for block in self.blocks:
+            tie_branch_scale(block.h_quant, stream)
+            stream = block.out_quant
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Last convolutional feature map (used for class activation maps)."""
         if self.spec.quantized:
@@ -162,5 +261,22 @@ class ResNet(nn.Module):
             x = self.pool(x)
         return self.blocks(x)
 
+    @property
+    def pool_quant(self) -> nn.Module | None:
+        """The quantizer of the pooled mean in a quantized ImageNet head, else None.
+
+        It is the last block's stream quantizer itself (no new parameters or state): the mean
+        of stream values lies within the stream's range, so it is rounded to the stream's
+        grid and never clipped, and the FC reads integer codes with a power-of-two scale.
+        Over H*W positions that are not a power of two the mean is not an integer times a
+        power of two, but it is a function of the exact integer sum (torch sums, then divides
+        once), so its codes are too. CIFAR ResNets feed the mean itself to the FC.
+        """
+        if not self.spec.quantized or self.spec.arch in CIFAR_RESNETS:
+            return None
+        return self.blocks[-1].out_quant
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).mean(dim=(2, 3)))
+        pooled = self.features(x).mean(dim=(2, 3))
+        quant = self.pool_quant
+        return self.fc(pooled if quant is None else quant(pooled))

@@ -215,8 +215,11 @@ def _ancestors(graph: Graph) -> set[str]:
 def _fusable(node: Node, graph: Graph, iv: dict) -> bool:
     """Whether ``node`` runs inside its sole consumer's step instead of as its own step.
 
-    A sliding window feeding only an MVAU (a convolution), a zero padding feeding only such a
-    window (the convolution's ``padding``), an add feeding only a Thresholding (one pass).
+    A sliding window feeding only an MVAU (a convolution) or a Pool (a max pool), a zero
+    padding feeding only a convolution's window (the convolution's ``padding``), a padding
+    feeding only a max pool's window with a value no larger than any input (the pool's -inf
+    padding, with every window holding an input), an add feeding only a Thresholding (one
+    pass).
     """
     out = node.outputs[0]
     if out == graph.output or any(iv.get(t) is None for t in node.inputs):
@@ -226,13 +229,17 @@ def _fusable(node: Node, graph: Graph, iv: dict) -> bool:
         return False
     user = users[0]
     if node.op == "ConvolutionInputGenerator":
-        return user.op == "MVAU"
+        return user.op in ("MVAU", "Pool")
     if node.op == "FMPadding":
-        return (
-            node.attrs["pad_value"] == 0
-            and user.op == "ConvolutionInputGenerator"
-            and _fusable(user, graph, {**iv, out: Interval(0, 0)})
-        )
+        if user.op != "ConvolutionInputGenerator" or not _fusable(
+            user, graph, {**iv, out: iv[node.inputs[0]]}
+        ):
+            return False
+        window_user = graph.consumers(user.outputs[0])[0]
+        if window_user.op == "Pool":
+            q, k = node.attrs["pad"], user.attrs["kernel"]
+            return node.attrs["pad_value"] <= iv[node.inputs[0]].lo and 2 * q <= k
+        return node.attrs["pad_value"] == 0
     if node.op == "AddStreams":
         return user.op == "Thresholding"
     return False
@@ -241,7 +248,8 @@ def _fusable(node: Node, graph: Graph, iv: dict) -> bool:
 def _fused_interval(node: Node, iv: dict) -> Interval:
     x = iv[node.inputs[0]]
     if node.op == "FMPadding":
-        return x.union(Interval(0, 0))
+        value = node.attrs["pad_value"]
+        return x.union(Interval(value, value))
     if node.op == "AddStreams":
         y = iv[node.inputs[1]]
         return Interval(x.lo + y.lo, x.hi + y.hi)
@@ -308,6 +316,8 @@ def _compile(node: Node, ivs: list[Interval | None], graph: Graph, fused: dict, 
     if node.op == "ConvolutionInputGenerator":
         k, s = a["kernel"], a["stride"]
         return step("im2col-view", x, lambda v, ieee: _windows(v, k, s))
+    if node.op == "Pool":
+        return _pool(node, x, step, fused.get(node.inputs[0]), fused, iv)
     if node.op == "StreamingMaxPool":
         k = a["kernel"]
 
@@ -341,6 +351,36 @@ def _compile(node: Node, ivs: list[Interval | None], graph: Graph, fused: dict, 
         fmt = format_for(iv.mag)
         return step("sum", iv, lambda v, ieee: v.to(fmt).sum(dim=(1, 2)))
     raise GraphError(f"node {node.name}: the fast path has no kernel for {node.op!r}")
+
+
+def _pool(node: Node, x: Interval, step, window: Node | None, fused: dict, iv: dict) -> Step:
+    """Max over windows: with its window (and padding) fused, torch's max_pool2d on the map,
+    else the max over each position's k*k taps. A max only selects one of its inputs, so it
+    is exact in any format; torch's -inf padding gives the maxima of the fused padding, whose
+    value is no larger than any input (and torch pads at most k / 2, so every window holds
+    an input): the output lies within the unpadded input's interval."""
+    k, c = node.attrs["kernel"], node.attrs["channels"]
+    if window is None:
+
+        def taps(v, ieee):
+            n, oh, ow, _ = v.shape
+            return v.reshape(n, oh, ow, k * k, c).amax(dim=3)
+
+        return step("maxpool-taps", x, taps)
+    pad = fused.get(window.inputs[0])
+    s, q = window.attrs["stride"], 0 if pad is None else pad.attrs["pad"]
+    src = (pad or window).inputs
+    out = iv[src[0]]
+
+    def maxpool(v, ieee):
+        if v.dtype in (torch.float32, torch.float64):
+            return F.max_pool2d(v.permute(0, 3, 1, 2), k, s, padding=q).permute(0, 2, 3, 1)
+        if q:  # int64: pad with the smallest input value, then each window's max
+            v = F.pad(v, (0, 0, q, q, q, q), value=out.lo)
+        w = _windows(v, k, s)
+        return w.reshape(*w.shape[:3], k * k, c).amax(dim=3)
+
+    return step("maxpool-pad" if q else "maxpool", out, maxpool, src)
 
 
 def _windows(v: torch.Tensor, k: int, s: int) -> torch.Tensor:
@@ -539,7 +579,7 @@ def _affine_kernel(x: Interval, table: np.ndarray, b: int, s: int, out: Interval
         return lower, upper
 
     lo_a, hi_a = np.zeros(counts.shape[1]), np.full(counts.shape[1], 16.0)
-    for _ in range(100):
+    for _ in range(60):  # 16 (2/3)^60 < 1e-9: far finer than the float32 a it becomes
         m1, m2 = lo_a + (hi_a - lo_a) / 3, hi_a - (hi_a - lo_a) / 3
         g1, g2 = (np.subtract(*bounds(m)[::-1]) for m in (m1, m2))
         lo_a, hi_a = np.where(g1 < g2, m1, lo_a), np.where(g1 < g2, hi_a, m2)

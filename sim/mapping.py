@@ -405,6 +405,14 @@ def dsp_report(
                 "lut_compare",
                 lut={"popcount_bits": 0, "compare": math.prod(out) * (k * k - 1), "add": 0},
             )
+        elif node.op == "Pool":  # windowed max: k*k - 1 compares per output value
+            out = graph.tensors[node.outputs[0]].shape
+            k = node.attrs["kernel"]
+            report[node.name] = _entry(
+                node.op,
+                "lut_compare",
+                lut={"popcount_bits": 0, "compare": math.prod(out) * (k * k - 1), "add": 0},
+            )
         elif node.op == "GlobalAccPool":
             report[node.name] = _entry(
                 node.op,

@@ -32,16 +32,9 @@ def calibrate(model: torch.nn.Module, x: torch.Tensor) -> None:
     Runtime-stats scales collect for ``collect_stats_steps`` (300) training calls before
     their learned value takes over; the next training call initialises it from the stats.
     """
-    was = model.training
-    model.train()
-    with torch.no_grad():
-        model(x)
-    for module in model.modules():
-        if hasattr(module, "collect_stats_steps") and hasattr(module, "counter"):
-            module.counter = max(module.counter, module.collect_stats_steps)
-    with torch.no_grad():
-        model(x)
-    model.train(was)
+    from hwbed.models.quantize import end_stats_phase
+
+    end_stats_phase(model, x)
 
 
 @pytest.fixture

@@ -29,12 +29,14 @@ def _run(*args, cwd=None):
 
 
 def test_cost_json_schema():
-    proc = _run("hwbed.cost", "resnet20", "resnet20-xnor", "--json")
+    proc = _run("hwbed.cost", "resnet20", "resnet20-xnor", "--json", "--device-memory", "no")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert isinstance(rows, list) and [r["model"] for r in rows] == ["resnet20", "resnet20-xnor"]
     for row in rows:
-        assert {"model", "memory_mb", "ncc_m", "params", "macs", "layers"} <= row.keys()
+        keys = {"model", "memory_mb", "folded_mb", "device_memory_mb", "ncc_m", "params", "macs"}
+        assert keys | {"layers", "device_memory"} <= row.keys()
+        assert row["device_memory_mb"] is None and row["device_memory"]["note"]
         assert isinstance(row["params"], int) and isinstance(row["macs"], int)
         assert row["memory_mb"] > 0 and row["ncc_m"] > 0
         for layer in row["layers"]:
@@ -44,6 +46,7 @@ def test_cost_json_schema():
                 "precision",
                 "params",
                 "memory_mb",
+                "folded_mb",
                 "macs",
                 "ncc_m",
             } <= layer.keys()
@@ -109,6 +112,82 @@ def test_cost_of_a_checkpoint(tmp_path, capsys):
     assert cost_cli.main(["ignored", "--checkpoint", str(tmp_path / "model.pt"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["model"] == "tfc-w1a1" and rows[0]["macs"] == 64 * 64 * 3 + 640
+
+
+def _cost_json(capsys, *argv) -> list[dict]:
+    capsys.readouterr()
+    assert cost_cli.main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cost_imagenet_specs_need_no_imagenet_folder(tmp_path, monkeypatch, capsys):
+    """Every ImageNet spec family, costed on ImageNet's declared shape with an empty data dir."""
+    monkeypatch.setenv("HWBED_DATA_DIR", str(tmp_path))  # no imagenet/ below it
+    specs = [
+        "resnet18",
+        "resnet18-xnor",
+        "resnet18-abc3x3",
+        "resnet18-prune-channel50",
+        "resnet18-kd-prune-filter50-w4a4",
+        "resnet50",
+        "resnet50-xnor",
+    ]
+    rows = {r["model"]: r for r in _cost_json(capsys, *specs, "--data", "imagenet")}
+    assert list(rows) == specs
+    # 224x224, 1000 classes: 7x7 stem on 112x112 positions, stage 1 on 56x56; stages 2-4 each
+    # (first conv + 3 convs + 1x1 shortcut) weights x positions = 2^19 x 784 = 2^21 x 196 = ...
+    stem, stage1, stage, fc = 3 * 64 * 49 * 112**2, 4 * 64 * 64 * 9 * 56**2, 524_288 * 784, 512_000
+    assert (64 * 128 * 9 + 3 * 128 * 128 * 9 + 64 * 128) * 784 == stage == 411_041_792
+    assert rows["resnet18"]["macs"] == stem + stage1 + 3 * stage + fc == 1_814_073_344
+    assert rows["resnet18-xnor"]["macs"] == rows["resnet18"]["macs"]
+    # stored weights only (tests/models/test_cost.py writes ResNet18's out layer by layer);
+    # ResNet50: torchvision's 25,557,032 parameters less BN's 2 x 26,560, at 32 bits
+    assert rows["resnet18"]["memory_mb"] == pytest.approx(4 * 11_679_912 / 1e6, rel=1e-12)
+    assert rows["resnet18-xnor"]["memory_mb"] == pytest.approx(4.166304, rel=1e-12)
+    assert rows["resnet50"]["memory_mb"] == pytest.approx(4 * (25_557_032 - 53_120) / 1e6)
+    assert rows["resnet18-prune-channel50"]["macs"] < rows["resnet18"]["macs"]
+    for name, row in rows.items():
+        assert row["device_memory_mb"] is None
+        note = row["device_memory"]["note"]
+        if "w4a4" in name or "xnor" in name or "abc" in name:
+            assert "--device-memory yes" in note, note
+        else:
+            assert "--quantize w8a8" in note, note
+    assert cost_cli.main(["resnet18", "--data", "imagenet"]) == 0
+    assert "device memory (integer graph): - (resnet18 is full precision" in capsys.readouterr().out
+
+
+def test_cost_device_memory_of_a_lowered_network(capsys):
+    """tfc-w1a1 on digits (1x8x8): the hand count of tests/fpga/test_memory.py."""
+    rows = _cost_json(capsys, "tfc-w1a1", "resnet20", "--data", "digits")
+    tfc, float_net = rows
+    assert tfc["device_memory_mb"] == pytest.approx(14_632 / 8e6, rel=1e-12)
+    kinds = tfc["device_memory"]["by_kind_mb"]
+    assert kinds == pytest.approx({"thresholds": 1544 / 8e6, "weights": 12_928 / 8e6,
+                                   "constants": 160 / 8e6})  # fmt: skip
+    assert sum(r["count"] * r["bits"] for r in tfc["device_memory"]["rows"]) == 14_632
+    assert tfc["memory_mb"] == pytest.approx(159_808 / 8e6, rel=1e-12)  # the study's column
+    assert float_net["device_memory_mb"] is None
+    assert cost_cli.main(["tfc-w1a1", "--data", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert "device memory (integer graph): 0.0018 MB (thresholds 0.0002, weights 0.0016" in out
+    assert "not counted: BN and activation scales, 0.0031 MB" in out
+
+
+def test_cost_says_in_one_line_when_the_lowering_refuses(monkeypatch, capsys):
+    from hwbed.fpga import lower as lower_module
+    from hwbed.fpga.graph import GraphError
+
+    def refuse(model, spec, shape, *args, **kw):
+        raise GraphError(f"{spec.name}: the ImageNet stem is not\n supported by the lowering yet")
+
+    monkeypatch.setattr(lower_module, "lower", refuse)
+    assert cost_cli.main(["tfc-w1a1", "--data", "digits", "--device-memory", "yes"]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("device memory")]
+    assert lines == [
+        "device memory (integer graph): - (not lowered: tfc-w1a1: the ImageNet stem is not "
+        "supported by the lowering yet)"
+    ]
 
 
 def test_train_tiny_run_writes_checkpoint_and_card(tmp_path):

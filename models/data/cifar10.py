@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .info import DataInfo, LoadRequest, Split
+from .info import DataInfo, DataShape, LoadRequest, Split
 
 NAME = "cifar10"
+SHAPE = DataShape(NAME, 3, 32, 32, 10)
 ENV_VAR = "HWBED_DATA_DIR"
 ARCHIVE = "cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"
@@ -50,7 +51,7 @@ CLASS_NAMES = (
 
 def info(size: int | None = None, data_dir: Path | None = None) -> DataInfo:
     """Metadata; needs no file (`data_dir` is ignored)."""
-    return DataInfo(NAME, 3, 32, 32, 10, CLASS_NAMES).with_size(size)
+    return SHAPE.info(CLASS_NAMES).with_size(size)
 
 
 def find_cifar10(data_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .info import DataInfo, LoadRequest
+from .info import DataInfo, DataShape, LoadRequest
 
 NAME = "digits"
+SHAPE = DataShape(NAME, 1, 8, 8, 10)
 NUM_IMAGES = 1797
 TEST_PER_CLASS = 30
 SPLIT_SEED = 0
@@ -24,7 +25,7 @@ CLASS_NAMES = tuple(str(d) for d in range(10))
 
 def info(size: int | None = None, data_dir: Path | None = None) -> DataInfo:
     """Metadata; `data_dir` is ignored (the data ships with scikit-learn)."""
-    return DataInfo(NAME, 1, 8, 8, 10, CLASS_NAMES).with_size(size)
+    return SHAPE.info(CLASS_NAMES).with_size(size)
 
 
 def _read() -> tuple[np.ndarray, np.ndarray]:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .info import DataInfo, LoadRequest
+from .info import DataInfo, DataShape, LoadRequest
 
 NAME = "fashion-mnist"
+SHAPE = DataShape(NAME, 1, 28, 28, 10)
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -28,7 +29,7 @@ CLASS_NAMES = (
 
 def info(size: int | None = None, data_dir: Path | None = None) -> DataInfo:
     """Metadata; needs no file (`data_dir` is ignored)."""
-    return DataInfo(NAME, 1, 28, 28, 10, CLASS_NAMES).with_size(size)
+    return SHAPE.info(CLASS_NAMES).with_size(size)
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:

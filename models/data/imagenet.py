@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from .arrays import subset_indices
-from .info import DataInfo, LoadRequest
+from .info import DataInfo, DataShape, LoadRequest
 
 NAME = "imagenet"
 DEFAULT_SIZE = 224
+SHAPE = DataShape(NAME, 3, DEFAULT_SIZE, DEFAULT_SIZE, 1000)
+"""ILSVRC-2012, assumed without reading a folder (a local subset may hold fewer classes)."""
 CROP_FRACTION = 0.875
 EXTENSIONS = frozenset({".jpeg", ".jpg", ".png"})
 SPLIT_DIRS = {"train": "train", "test": "val"}

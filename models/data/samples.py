@@ -14,16 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from .cifar10 import CLASS_NAMES
-from .info import DataInfo, LoadRequest
+from .info import DataInfo, DataShape, LoadRequest
 
 NAME = "cifar10-samples"
+SHAPE = DataShape(NAME, 3, 32, 32, 10)
 INSTALL_HINT = "pip install foolbox==3.3.4 pillow"
 _FILE = re.compile(r"cifar10_(\d+)_(\d+)\.png")
 
 
 def info(size: int | None = None, data_dir: Path | None = None) -> DataInfo:
     """Metadata; `data_dir` is ignored (the images ship with foolbox)."""
-    return DataInfo(NAME, 3, 32, 32, 10, CLASS_NAMES).with_size(size)
+    return SHAPE.info(CLASS_NAMES).with_size(size)
 
 
 def samples_dir() -> Path:

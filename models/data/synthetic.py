@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .info import DataInfo, LoadRequest, Split, check_split
+from .info import DataInfo, DataShape, LoadRequest, Split, check_split
 
 NAME = "synthetic"
+SHAPE = DataShape(NAME, 3, 32, 32, 10)
 DEFAULT_COUNTS = {"train": 5000, "test": 1000}
 _SPLIT_STREAM = {"train": 1, "test": 2}
 
@@ -23,7 +24,7 @@ _SPLIT_STREAM = {"train": 1, "test": 2}
 def info(size: int | None = None, data_dir: Path | None = None) -> DataInfo:
     """Metadata of the registered variant (3 x 32 x 32, 10 classes)."""
     names = tuple(f"class_{k}" for k in range(10))
-    return DataInfo(NAME, 3, 32, 32, 10, names).with_size(size)
+    return SHAPE.info(names).with_size(size)
 
 
 def make_synthetic(

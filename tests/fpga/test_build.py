@@ -41,6 +41,7 @@ from hwbed.fpga.estimates import layer_cycles
 from hwbed.fpga.finn_nodes import finn_nodes
 from hwbed.fpga.folding import InfeasibleTargetError, apply_folding_config
 from hwbed.fpga.graph import Graph
+from hwbed.fpga.memory import device_memory_mb
 from hwbed.fpga.nodes import OP_SPECS, attr
 
 REPO = Path(__file__).resolve().parents[2]
@@ -261,7 +262,7 @@ def test_summary_keys_types_and_consistency(full_build):
         "model": str, "target": str, "board": str, "clock_mhz": float,
         "fps_compute_bound": float, "fps_dma_bound": float, "fps": float,
         "latency_ms": float, "resources": dict, "fits": bool, "ncc_m": float,
-        "memory_mb": float, "dsp_slice_ops": dict, "bottleneck": str,
+        "memory_mb": float, "device_memory_mb": float, "dsp_slice_ops": dict, "bottleneck": str,
         "bottleneck_cycles": int, "part": str, "weights": str, "folding": str,
     }  # fmt: skip
     for key, typ in types.items():
@@ -288,6 +289,7 @@ def test_summary_keys_types_and_consistency(full_build):
     assert s["fits"] is all(r["used"] <= r["budget"] for r in s["resources"].values())
     assert s["fits"]
     assert s["ncc_m"] > 0 and s["memory_mb"] > 0
+    assert s["device_memory_mb"] == device_memory_mb(Graph.load(full_build / "graph")) > 0
     ops = s["dsp_slice_ops"]["ops"]
     assert ops["total"] == sum(v for k, v in ops.items() if k != "total") > 0
 
@@ -637,7 +639,6 @@ def test_bad_folding_file_refused_before_the_model_step(tmp_path, content, messa
         ("cnv-kd", "it is a float network (distilled in full precision, no quantizers)"),
         ("resnet20-kd", "use e.g. resnet20-xnor, resnet20-w4a4"),
         ("resnet20-prune-filter50", "it is a float network (pruned in full precision"),
-        ("resnet18-xnor", "the ImageNet stem (7x7/2 conv, padded 3x3/2 max pool) is not lowered"),
     ],
 )  # fmt: skip
 def test_specs_that_do_not_lower_refused_up_front(tmp_path, spec, why):

@@ -23,6 +23,7 @@ from hwbed.models.data import (
     available_datasets,
     cifar10,
     dataset_info,
+    dataset_shape,
     digits,
     fashion_mnist,
     load_dataset,
@@ -73,6 +74,36 @@ def test_dataset_info_needs_no_files(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (info.channels, info.height, info.width, info.num_classes) == (1, 32, 32, 10)
     assert dataset_info("fashion-mnist").class_names[-1] == "Ankle boot"
     assert dataset_info("synthetic").num_classes == 10
+
+
+DECLARED = {
+    "cifar10": (3, 32, 32, 10),
+    "cifar10-samples": (3, 32, 32, 10),
+    "digits": (1, 8, 8, 10),
+    "fashion-mnist": (1, 28, 28, 10),
+    "imagenet": (3, 224, 224, 1000),
+    "synthetic": (3, 32, 32, 10),
+}
+
+
+def test_dataset_shape_of_every_data_set_needs_no_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HWBED_DATA_DIR", str(tmp_path))  # an empty data folder
+    assert set(DECLARED) == set(available_datasets())
+    for name, (c, h, w, classes) in DECLARED.items():
+        shape = dataset_shape(name)
+        assert (shape.name, *shape.chw, shape.num_classes) == (name, c, h, w, classes)
+        assert dataset_shape(name, size=16).chw == (c, 16, 16)
+        if name != "imagenet":  # the other data sets' info reads no file either: they agree
+            info = dataset_info(name, size=16)
+            assert (info.channels, info.height, info.width, info.num_classes) == (c, 16, 16, 10)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        dataset_info("imagenet")  # its class list needs the folder; its shape does not
+    with pytest.raises(ValueError, match="unknown data set 'mnist'; known: cifar10, "):
+        dataset_shape("mnist")
+    with pytest.raises(ValueError, match="size must be a positive integer"):
+        dataset_shape("digits", size=0)
 
 
 # --- digits ---------------------------------------------------------------------------------
