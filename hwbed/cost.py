@@ -117,7 +117,7 @@ def device_cost(
         calibrate(model, shape)
     try:
         memory = device_memory(lower(model, spec, shape))
-    except (GraphError, NotImplementedError) as err:
+    except GraphError as err:
         return DeviceCost(None, note=f"not lowered: {_one_line(err)}")
     return DeviceCost(memory)
 

@@ -397,15 +397,7 @@ def dsp_report(
                     "add": 0,
                 },
             )
-        elif node.op == "StreamingMaxPool":
-            out = graph.tensors[node.outputs[0]].shape
-            k = node.attrs["kernel"]
-            report[node.name] = _entry(
-                node.op,
-                "lut_compare",
-                lut={"popcount_bits": 0, "compare": math.prod(out) * (k * k - 1), "add": 0},
-            )
-        elif node.op == "Pool":  # windowed max: k*k - 1 compares per output value
+        elif node.op in ("StreamingMaxPool", "Pool"):  # k*k - 1 compares per output value
             out = graph.tensors[node.outputs[0]].shape
             k = node.attrs["kernel"]
             report[node.name] = _entry(
