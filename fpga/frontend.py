@@ -22,7 +22,7 @@ from brevitas_examples.bnn_pynq.models.FC import FC
 from brevitas_examples.bnn_pynq.models.tensor_norm import TensorNorm
 from torch import nn
 
-from hwbed.models.layers import AbcConv2d, XnorConv2d
+from hwbed.models.layers import F32_EXACT, AbcConv2d, XnorConv2d
 from hwbed.models.resnet import QuantBlock, ResNet
 
 from .builder import GraphBuilder
@@ -32,10 +32,6 @@ from .thresholds import quant_levels, thresholds_for
 Epilogue = Callable[[torch.Tensor], torch.Tensor]
 """Maps float conv/linear outputs shaped [1, C, D, 1] (or [1, C, D]) to integer codes."""
 
-
-FLOAT32_EXACT = 2**24
-"""float32 holds every integer up to 2^24 in magnitude: an accumulator bound up to this keeps
-the twin's float sums of power-of-two-scaled products, and the threshold enumeration, exact."""
 
 _NAMES: ContextVar[tuple[str, dict[nn.Module, str]]] = ContextVar("names", default=("", {}))
 
@@ -201,14 +197,14 @@ class Lowering:
     ) -> str:
         """Append an MVAU without activation: acc = x . W^T over the last axis.
 
-        Refuses an accumulator bound above :data:`FLOAT32_EXACT`: beyond it the twin's
+        Refuses an accumulator bound above :data:`F32_EXACT`: beyond it the twin's
         float32 sums may round, and no integer graph can follow them. ``exact_sum``: the
         twin's layer sums exactly (float64) and rounds once to float32 (``IntConv2d``,
         ``ExactLinear``), a function of the integer accumulator at any bound.
         """
         in_type = self.b.dtype(x)
         bound = acc_bound(weights, in_type)
-        if bound > FLOAT32_EXACT and not exact_sum:
+        if bound > F32_EXACT and not exact_sum:
             network = _NAMES.get()[0]
             where = label if label.startswith(network) else f"{network} {label}".strip()
             raise GraphError(
@@ -574,7 +570,7 @@ def _lower_abc(low: Lowering, conv: AbcConv2d, h, bn, nxt, post, s_in, where: st
     )  # [M, co, ci, k, k]
     taps = int(np.prod(b_m.shape[2:]))
     twin_bound = int(np.abs(k_mn).sum()) * taps  # the twin's einsum over k_mn * d_mn
-    if twin_bound > FLOAT32_EXACT:
+    if twin_bound > F32_EXACT:
         raise GraphError(
             f"{where}: the twin's sum over k_mn * d_mn reaches {twin_bound} > 2^24, where "
             "float32 sums start to round; the integer graph cannot equal the twin"
