@@ -95,17 +95,17 @@ class OnnxExecutable(BaseExecutable):
         if built is not None and built.is_file() and engine == "ort":
             self._qonnx = str(built)
         else:
-            from hwbed.fpga.export import export_qonnx
+            from hwbed.fpga.export.qonnx_export import export_qonnx
 
             self._tmp = tempfile.TemporaryDirectory(prefix="hwbed-onnx-")
             self._qonnx = str(Path(self._tmp.name) / "model.qonnx.onnx")
             export_qonnx(model, meta.input_shape, self._qonnx)
         if engine == "ort":
-            from hwbed.fpga.ort import OrtRunner, to_onnxruntime
+            from hwbed.fpga.export.ort import OrtRunner, to_onnxruntime
 
             self._runner = OrtRunner(to_onnxruntime(self._qonnx), max_batch=max_batch)
         else:
-            from hwbed.fpga.export import load_qonnx
+            from hwbed.fpga.export.qonnx_export import load_qonnx
 
             self._model = load_qonnx(self._qonnx)
 
@@ -113,7 +113,7 @@ class OnnxExecutable(BaseExecutable):
         x = pixels.astype(np.float32) / 255.0
         if self.engine == "ort":
             return self._runner(x)
-        from hwbed.fpga.export import run_qonnx
+        from hwbed.fpga.export.qonnx_export import run_qonnx
 
         return run_qonnx(self._model, x)
 

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from results import write_results
 
-from hwbed.fpga.lower import lower_checkpoint
-from hwbed.fpga.qonnx_render import run_qonnx_render
-from hwbed.fpga.reference import execute
+from hwbed.fpga.export.qonnx_render import run_qonnx_render
+from hwbed.fpga.lowering.lower import lower_checkpoint
+from hwbed.ir.reference import execute
 from hwbed.models.checkpoint import load_checkpoint
 from hwbed.models.data import load_dataset, to_float
 from hwbed.models.training import TrainConfig, train

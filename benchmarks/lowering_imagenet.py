@@ -47,7 +47,7 @@ def _reset_peak() -> None:
 def child(graph_path: str, batch: int, repeat: int, threads: int) -> None:
     """In a fresh process: load, compile, run ``batch`` images; print timings and memory."""
     torch.set_num_threads(threads)
-    from hwbed.fpga.graph import Graph
+    from hwbed.ir.graph import Graph
     from hwbed.sim.fast import Plan
 
     graph = Graph.load(graph_path)
@@ -93,7 +93,7 @@ def twin(spec: str, shape: tuple[int, int, int]) -> torch.nn.Module:
 
 def bench(spec: str, shape: tuple[int, int, int], args, tmp: Path) -> dict:
     from hwbed.attacks.executable import TorchTwin
-    from hwbed.fpga.lower import lower
+    from hwbed.fpga.lowering.lower import lower
     from hwbed.sim.executable import SimExecutable
 
     model = twin(spec, shape)

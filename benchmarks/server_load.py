@@ -41,7 +41,7 @@ def tfc_graph(folder: Path) -> Path:
     """A random-init, calibrated tfc-w1a1 (1x28x28) lowered into ``folder``."""
     import torch
 
-    from hwbed.fpga.lower import lower
+    from hwbed.fpga.lowering.lower import lower
     from hwbed.models.zoo import build_model
 
     torch.manual_seed(0)

@@ -27,7 +27,7 @@ import torch
 from results import machine, write_results
 
 from hwbed.attacks.executable import TorchTwin
-from hwbed.fpga.lower import lower
+from hwbed.fpga.lowering.lower import lower
 from hwbed.models.zoo import build_model
 from hwbed.sim.executable import SimExecutable
 
@@ -82,7 +82,7 @@ def bench(spec: str, x: np.ndarray, args, tmp: Path) -> dict:
             lambda v: execute_slices(graph, v), nhwc, 1, args.slow_images, 1
         )
     try:
-        from hwbed.fpga.export import export_qonnx, run_qonnx
+        from hwbed.fpga.export.qonnx_export import export_qonnx, run_qonnx
     except ImportError:
         row["qonnx_b1"] = None
     else:
@@ -90,8 +90,8 @@ def bench(spec: str, x: np.ndarray, args, tmp: Path) -> dict:
         export_qonnx(model, shape, path)
         xf = x.astype(np.float32) / 255.0
         row["qonnx_b1"] = images_per_s(lambda v: run_qonnx(path, v), xf, 1, args.slow_images, 1)
-    from hwbed.fpga.export import ExportError, export_onnx
-    from hwbed.fpga.ort import OrtRunner
+    from hwbed.fpga.export.ort import OrtRunner
+    from hwbed.fpga.export.qonnx_export import ExportError, export_onnx
 
     try:  # the float twin; BNN-PYNQ's float variants are Brevitas modules and do not export
         ort = OrtRunner(export_onnx(build_model(MODELS[spec], *shape, 10).eval(), shape))

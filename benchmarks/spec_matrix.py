@@ -1,6 +1,6 @@
 """The spec matrix: every family of the spec grammar lowered and checked, exact or refused.
 
-For each entry of :func:`hwbed.fpga.spec_matrix.entries` (architecture x variant, as the
+For each entry of :func:`hwbed.fpga.lowering.spec_matrix.entries` (architecture x variant, as the
 grammar accepts them): a seeded random calibrated twin, ``lower()``, and the reference
 executor against the twin on extreme and random images (256; 64 for the 3x64x64 ImageNet
 ResNets, whose numpy reference run is slow). Prints one row per spec as it goes,
@@ -20,7 +20,7 @@ import warnings
 import torch
 from results import machine, write_results
 
-from hwbed.fpga.spec_matrix import check, entries
+from hwbed.fpga.lowering.spec_matrix import check, entries
 from hwbed.models.spec import parse_spec
 
 BAD = ("inexact", "error")

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_graphs(builds: list[str]) -> None:
     """Read each build's saved graph now: a corrupt one fails before the sweep, not per cell."""
-    from hwbed.fpga.graph import Graph
+    from hwbed.ir.graph import Graph
 
     for folder in builds:
         if (Path(folder) / "graph.json").is_file():
@@ -129,7 +129,7 @@ def _check_graphs(builds: list[str]) -> None:
 
 
 def _build_default(progress: bool) -> None:
-    from hwbed.fpga.build_flow import BuildConfig, build
+    from hwbed.fpga.build.flow import BuildConfig, build
 
     print(f"{DEFAULT_BUILD} is missing: building the default first", file=sys.stderr)
     build(BuildConfig(target="pynq-z2", progress=progress))

@@ -19,7 +19,7 @@ import logging
 import sys
 
 from hwbed.cli import add_debug, command
-from hwbed.fpga.build_flow import PRESETS, STEPS, BuildConfig, DoesNotFitError, build
+from hwbed.fpga.build.flow import PRESETS, STEPS, BuildConfig, DoesNotFitError, build
 
 DOES_NOT_FIT = 1
 """Exit status of a build whose design exceeds the board."""

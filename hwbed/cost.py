@@ -8,7 +8,7 @@ CIFAR-10 for the CIFAR ResNets and CNV, ImageNet for ResNet18/50, 28x28 gray for
 Two memory figures: ``memory_mb``, the study's (stored weights and their scales, BN and
 activation scales not counted: :mod:`hwbed.models.cost`), and ``device_memory_mb``, what the
 integer dataflow graph stores (weights at their widths, thresholds, float32 constants:
-:mod:`hwbed.fpga.memory`). The second lowers the network, calibrated on random inputs,
+:mod:`hwbed.fpga.finn.memory`). The second lowers the network, calibrated on random inputs,
 as the build does; a float network has none (``-``) and a network the lowering refuses says
 why. Lowering computes and checks every threshold table: measured on 2 busy cores, under a
 second for the BNN-PYNQ networks, 5-13 s for a CIFAR ResNet, 15 s (resnet18-xnor) to 2.5 min
@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 
 from hwbed.cli import InputError, add_debug, command, quiet_known_warnings
-from hwbed.fpga.memory import BITS_PER_MB, DeviceMemory
+from hwbed.fpga.finn.memory import BITS_PER_MB, DeviceMemory
 from hwbed.models.cost import ModelCost, model_cost
 from hwbed.models.data import available_datasets, dataset_shape
 from hwbed.models.spec import ModelSpec, parse_spec
@@ -109,9 +109,9 @@ def device_cost(
             note="not computed by default: calibrating and lowering an ImageNet ResNet takes "
             "15 s to minutes; add --device-memory yes",
         )
-    from hwbed.fpga.graph import GraphError
-    from hwbed.fpga.lower import lower
-    from hwbed.fpga.memory import device_memory
+    from hwbed.fpga.finn.memory import device_memory
+    from hwbed.fpga.lowering.lower import lower
+    from hwbed.ir.types import GraphError
 
     if fresh:
         calibrate(model, shape)

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from hwbed.cli import InputError, add_debug, command, quiet_known_warnings
-from hwbed.fpga import reference
-from hwbed.fpga.graph import Graph, GraphError
+from hwbed.ir import reference
+from hwbed.ir.graph import Graph
+from hwbed.ir.types import GraphError
 from hwbed.sim.executable import load_graph
 from hwbed.sim.fast import Plan
 
@@ -182,8 +183,8 @@ def verify(
         report.rows.append(_compare("slice", got, ref, sec, True))
     else:
         report.notes.append("slice path skipped: hwbed.sim.slice_path is not importable")
-    if importlib.util.find_spec("hwbed.fpga.qonnx_render") is not None:
-        from hwbed.fpga.qonnx_render import run_qonnx_render
+    if importlib.util.find_spec("hwbed.fpga.export.qonnx_render") is not None:
+        from hwbed.fpga.export.qonnx_render import run_qonnx_render
 
         try:
             got, sec = _timed(lambda: run_qonnx_render(graph, nhwc[:qonnx_n]))
@@ -192,7 +193,9 @@ def verify(
         else:
             report.rows.append(_compare("qonnx-render", got, ref, sec, True))
     else:
-        report.notes.append("qonnx-render skipped: hwbed.fpga.qonnx_render is not importable")
+        report.notes.append(
+            "qonnx-render skipped: hwbed.fpga.export.qonnx_render is not importable"
+        )
     twin = twin if twin is not None else load_twin(graph)
     if twin is not None:
         got, sec = _timed(lambda: twin(pixels))

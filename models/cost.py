@@ -16,7 +16,7 @@ bases' beta_n and shift v_n. They stay visible: their rows keep their parameter 
 so ``memory_mb + folded_mb`` counts every parameter, those at 32 bits. (METHOD.md's wording
 lists BN among the 32-bit parameters; the study's memory column counts stored weights only,
 and this module follows the column.) What the integer graph really stores, thresholds
-included, is ``hwbed.fpga.memory.device_memory``.
+included, is ``hwbed.fpga.finn.memory.device_memory``.
 
 NCC [10^6] takes the DSP48 slice as unit: a full-precision (or multi-bit) MAC counts 1, a
 binary XNOR-popcount MAC counts 1/48, an ABC-MxN MAC counts M*N/48; pruned MACs count 0.

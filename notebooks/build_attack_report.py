@@ -24,7 +24,7 @@ EPOCHS, IMAGES = (2, 8) if SMALL else (30, 32)
 # The same as `python -m hwbed.build --target pynq-z2`; `summary.json` holds the cost columns.
 
 # %%
-from hwbed.fpga.build_flow import BuildConfig, build  # noqa: E402
+from hwbed.fpga.build.flow import BuildConfig, build  # noqa: E402
 
 folder = build(BuildConfig(target="pynq-z2", epochs=EPOCHS, verify_n=8, progress=False))
 print("built", folder, sorted(p.name for p in Path(folder).iterdir()))

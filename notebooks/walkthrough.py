@@ -8,8 +8,8 @@
 import numpy as np
 import torch
 
-from hwbed.fpga.lower import lower_checkpoint
-from hwbed.fpga.reference import execute
+from hwbed.fpga.lowering.lower import lower_checkpoint
+from hwbed.ir.reference import execute
 from hwbed.models.checkpoint import load_checkpoint
 from hwbed.models.cost import model_cost
 from hwbed.models.data import load_dataset, to_float

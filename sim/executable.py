@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from hwbed.attacks.executable import BaseExecutable
-from hwbed.fpga import reference
-from hwbed.fpga.graph import Graph, GraphError
-
-from .fast import Plan
+from hwbed.ir import reference
+from hwbed.ir.graph import Graph
+from hwbed.ir.types import GraphError
+from hwbed.sim.fast import Plan
 
 PATHS = ("fast", "reference")
 
@@ -30,7 +30,7 @@ def load_graph(source: str | Path) -> Graph:
             raise GraphError(f"{path}: no graph.json or model.pt in this folder")
         path = path / "graph.json"
     if path.suffix == ".pt":
-        from hwbed.fpga.lower import lower_checkpoint
+        from hwbed.fpga.lowering.lower import lower_checkpoint
 
         return lower_checkpoint(path)
     if path.suffix not in (".json", ".npz", ""):
@@ -70,7 +70,7 @@ class SimExecutable(BaseExecutable):
 
 
 class ReferenceExecutable(SimExecutable):
-    """The graph on :func:`hwbed.fpga.reference.execute` (slow, obviously correct)."""
+    """The graph on :func:`hwbed.ir.reference.execute` (slow, obviously correct)."""
 
     def __init__(self, graph: Graph, name: str | None = None):
         super().__init__(graph, "reference", name)

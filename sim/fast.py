@@ -3,7 +3,7 @@
 :func:`compile_plan` walks the graph once and proves, from the uint8 input range alone (it does
 not trust declared tensor types), an integer interval for every tensor; from these it picks
 each node's kernel and number format. :meth:`Plan.run` then executes batches. The result equals
-:func:`hwbed.fpga.reference.execute` bit for bit, by this argument:
+:func:`hwbed.ir.reference.execute` bit for bit, by this argument:
 
 - **Number formats.** Every integer tensor is held as float32 when its proven magnitude is
   at most 2^24, as float64 up to 2^53, else as int64 (refused beyond 2^62). IEEE float32/64
@@ -19,7 +19,7 @@ each node's kernel and number format. :meth:`Plan.run` then executes batches. Th
   :func:`fp32_gemm_is_ieee` is false at run time. Convolutions are im2col (a strided view)
   plus GEMM: torch's conv2d is avoided because NNPACK/Winograd transforms are not exact.
 - **Thresholds** count exactly: a table over the proven input interval built with the
-  reference's own :func:`~hwbed.fpga.reference.threshold`, one compare for a single step,
+  reference's own :func:`~hwbed.ir.reference.threshold`, one compare for a single step,
   or an int64 ``searchsorted`` of channel-offset thresholds clipped to the interval
   (clipping to [lo, hi + 1] keeps every count for inputs in [lo, hi]).
 - **Pooling, padding, windows, adds, concatenation** move or add integers within the
@@ -36,8 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hwbed.fpga.graph import Graph, GraphError, Node
-from hwbed.fpga.reference import run_node, threshold
+from hwbed.ir.graph import Graph, Node
+from hwbed.ir.reference import run_node, threshold
+from hwbed.ir.types import GraphError
 
 F32_EXACT = 2**24
 """Largest magnitude below which every integer (and every exact sum of two) is a float32."""

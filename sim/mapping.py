@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from hwbed.fpga.graph import BIPOLAR, TERNARY, Graph, GraphError, IntType, Node
+from hwbed.ir.graph import Graph, Node
+from hwbed.ir.types import BIPOLAR, TERNARY, GraphError, IntType
 from hwbed.sim.dsp48 import P_BITS, Family, OpCount, Simd
 from hwbed.sim.packing import Int8Packing
 

@@ -3,8 +3,8 @@
 The reference path of the simulator: values go through :func:`hwbed.sim.dsp48.step` /
 ``run_chain`` (vectorised over batch x positions x channels) exactly as
 :mod:`hwbed.sim.mapping` maps them; LUT and fabric nodes (thresholds, padding, windows,
-pools, concat, affine) reuse :func:`hwbed.fpga.reference.run_node`.  It must agree with
-:func:`hwbed.fpga.reference.execute` on every output bit.
+pools, concat, affine) reuse :func:`hwbed.ir.reference.run_node`.  It must agree with
+:func:`hwbed.ir.reference.execute` on every output bit.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import math
 
 import numpy as np
 
-from hwbed.fpga.graph import Graph, GraphError, Node
-from hwbed.fpga.reference import run_node, threshold
+from hwbed.ir.graph import Graph, Node
+from hwbed.ir.reference import run_node, threshold
+from hwbed.ir.types import GraphError
 from hwbed.sim.dsp48 import (
     AluMode,
     Family,

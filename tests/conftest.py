@@ -56,7 +56,7 @@ def finn_examples_dir() -> Path:
 def write_random_build(folder: Path, spec: str = "tfc-w1a1", shape=(1, 8, 8)) -> Path:
     """A build folder as the build writes it (graph.json/.npz, model.pt and its card) of a
     seeded random network after three calibration passes; seconds, no training."""
-    from hwbed.fpga.lower import lower
+    from hwbed.fpga.lowering.lower import lower
     from hwbed.models.checkpoint import CheckpointMeta, save_checkpoint
     from hwbed.models.spec import parse_spec
     from hwbed.models.zoo import build_model

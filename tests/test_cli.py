@@ -175,8 +175,8 @@ def test_cost_device_memory_of_a_lowered_network(capsys):
 
 
 def test_cost_says_in_one_line_when_the_lowering_refuses(monkeypatch, capsys):
-    from hwbed.fpga import lower as lower_module
-    from hwbed.fpga.graph import GraphError
+    from hwbed.fpga.lowering import lower as lower_module
+    from hwbed.ir.types import GraphError
 
     def refuse(model, spec, shape, *args, **kw):
         raise GraphError(f"{spec.name}: the ImageNet stem is not\n supported by the lowering yet")

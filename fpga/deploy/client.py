@@ -15,8 +15,7 @@ import json
 import numpy as np
 
 from hwbed.attacks.remote import RemoteError, RemoteExecutable
-
-from .server import StartupError, read_token
+from hwbed.fpga.deploy.server import StartupError, read_token
 
 
 def main(argv: list[str] | None = None) -> None:

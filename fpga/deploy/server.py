@@ -42,8 +42,9 @@ from typing import Any
 import numpy as np
 
 from hwbed.attacks.executable import BaseExecutable, Executable
-from hwbed.fpga.graph import SCHEMA, Graph, GraphError
-from hwbed.fpga.reference import execute
+from hwbed.ir.graph import SCHEMA, Graph
+from hwbed.ir.reference import execute
+from hwbed.ir.types import GraphError
 
 log = logging.getLogger("hwbed.fpga.deploy")
 
@@ -751,7 +752,7 @@ def _open(args, parser: argparse.ArgumentParser) -> QueryServer:
     if args.backend == "pynq":
         if not (args.bitfile and args.driver_dir):
             parser.error("--backend pynq needs --bitfile and --driver-dir")
-        from .board_backend import open_board
+        from hwbed.fpga.deploy.board_backend import open_board
 
         num_classes, input_shape = args.num_classes, args.input_shape
         if args.graph:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hwbed.fpga.boards import BOARDS, RESOURCE_KEYS, dsp_block, get_board
+from hwbed.fpga.finn.boards import BOARDS, RESOURCE_KEYS, dsp_block, get_board
 
 
 @pytest.mark.parametrize(

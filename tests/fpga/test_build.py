@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwbed.fpga.boards import BOARDS, RESOURCE_KEYS, get_board
-from hwbed.fpga.build_flow import (
+from hwbed.fpga.build.flow import (
     PRESETS,
     BuildConfig,
     BuildError,
@@ -37,12 +36,13 @@ from hwbed.fpga.build_flow import (
     build,
     format_summary,
 )
-from hwbed.fpga.estimates import layer_cycles
-from hwbed.fpga.finn_nodes import finn_nodes
-from hwbed.fpga.folding import InfeasibleTargetError, apply_folding_config
-from hwbed.fpga.graph import Graph
-from hwbed.fpga.memory import device_memory_mb
-from hwbed.fpga.nodes import OP_SPECS, attr
+from hwbed.fpga.finn.boards import BOARDS, RESOURCE_KEYS, get_board
+from hwbed.fpga.finn.estimates import layer_cycles
+from hwbed.fpga.finn.folding import InfeasibleTargetError, apply_folding_config
+from hwbed.fpga.finn.memory import device_memory_mb
+from hwbed.fpga.finn.nodes import finn_nodes
+from hwbed.fpga.finn.op_specs import OP_SPECS, attr
+from hwbed.ir.graph import Graph
 
 REPO = Path(__file__).resolve().parents[2]
 VERIFY_N = 8
@@ -699,7 +699,7 @@ def test_bad_options_refused_before_any_step(tmp_path, kw, message):
 
 
 def test_run_finn_without_finn_says_where_to_run_it(cnv_examples, tmp_path):
-    pytest.importorskip("hwbed.fpga.finn_folder")
+    pytest.importorskip("hwbed.fpga.finn.folder")
     if importlib.util.find_spec("finn") is not None:
         pytest.skip("FINN is importable here")
     out = tmp_path / "b"

@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from hwbed.fpga.build_flow import BuildConfig, BuildError, build, format_summary, unbuildable
+from hwbed.fpga.build.flow import BuildConfig, BuildError, build, format_summary, unbuildable
 from hwbed.models.training import TrainConfig, train
 
 torch.set_num_threads(1)

@@ -19,7 +19,7 @@ from hwbed.attacks.remote import RemoteError, RemoteExecutable
 from hwbed.fpga.deploy import board_backend, client, server
 from hwbed.fpga.deploy.board_backend import BoardError, FinnBoardExecutable
 from hwbed.fpga.deploy.server import QueryServer, ReferenceExecutable
-from hwbed.fpga.graph import GraphError
+from hwbed.ir.types import GraphError
 
 TOKEN = "s3cret-token-for-tests"
 SHAPE = (1, 8, 8)
@@ -29,7 +29,7 @@ MAX_BYTES = (MAX_BATCH + 2) * 64  # larger than a full batch, so both limits can
 
 @pytest.fixture(scope="module")
 def graph():
-    from hwbed.fpga.lower import lower
+    from hwbed.fpga.lowering.lower import lower
     from hwbed.models.zoo import build_model
 
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from hwbed.fpga.estimates import (
+from hwbed.fpga.finn.estimates import (
     dma_bound_fps,
     estimate_reports,
     layer_config_alternatives,
@@ -20,8 +20,8 @@ from hwbed.fpga.estimates import (
     thresholding_rtl_memory,
     write_estimate_reports,
 )
-from hwbed.fpga.folding import apply_folding_config
-from hwbed.fpga.nodes import FoldingError, bitwidth, is_signed
+from hwbed.fpga.finn.folding import apply_folding_config
+from hwbed.fpga.finn.op_specs import FoldingError, bitwidth, is_signed
 
 Z7020 = "xc7z020clg400-1"
 VERSAL = "xcve2802-vsvh1760-2MP-e-S"
@@ -383,7 +383,7 @@ def test_tfc_reports_with_finn_examples_folding(finn_example):
 
 def test_report_files_keys_and_types(finn_example, tmp_path, caplog):
     nodes, config = finn_example("cnv-w1a1")
-    with caplog.at_level(logging.INFO, logger="hwbed.fpga.folding"):
+    with caplog.at_level(logging.INFO, logger="hwbed.fpga.finn.folding"):
         folded = apply_folding_config(nodes, config)
     assert "No HW configuration for nodes: StreamingMaxPool_hls_0" in caplog.text
     paths = write_estimate_reports(folded, tmp_path / "report", Z7020, 5.0)

@@ -20,8 +20,8 @@ from onnx import TensorProto, helper
 from qonnx.core.modelwrapper import ModelWrapper
 from torch import nn
 
-from hwbed.fpga.export import ExportError, export_onnx, export_qonnx, run_qonnx
-from hwbed.fpga.ort import OrtRunner, is_dynamic, to_onnxruntime
+from hwbed.fpga.export.ort import OrtRunner, is_dynamic, to_onnxruntime
+from hwbed.fpga.export.qonnx_export import ExportError, export_onnx, export_qonnx, run_qonnx
 from hwbed.models.data import load_dataset, to_float
 from hwbed.models.quantizers import BinaryAct
 from hwbed.models.spec import parse_spec

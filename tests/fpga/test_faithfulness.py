@@ -17,11 +17,11 @@ from brevitas_examples.bnn_pynq.models.FC import FC
 from torch import nn
 
 from hwbed.cli import run
-from hwbed.fpga.frontend import out_type, weight_codes
-from hwbed.fpga.graph import GraphError
-from hwbed.fpga.lower import lower
-from hwbed.fpga.spec_matrix import calibrated_twin, probe_images, twin_logits
-from hwbed.fpga.thresholds import thresholds_for
+from hwbed.fpga.lowering.frontend import out_type, weight_codes
+from hwbed.fpga.lowering.lower import lower
+from hwbed.fpga.lowering.spec_matrix import calibrated_twin, probe_images, twin_logits
+from hwbed.fpga.lowering.thresholds import thresholds_for
+from hwbed.ir.types import GraphError
 from hwbed.models.bnn_pynq import ExactSumConv2d
 from hwbed.models.zoo import build_model
 

@@ -7,9 +7,9 @@ import warnings
 
 import pytest
 
-from hwbed.fpga.boards import get_board
-from hwbed.fpga.estimates import layer_cycles, layer_resources, network_performance
-from hwbed.fpga.folding import (
+from hwbed.fpga.finn.boards import get_board
+from hwbed.fpga.finn.estimates import layer_cycles, layer_resources, network_performance
+from hwbed.fpga.finn.folding import (
     BudgetExceededError,
     FoldingError,
     InfeasibleTargetError,
@@ -24,7 +24,7 @@ from hwbed.fpga.folding import (
     target_cycles,
     validate_folding,
 )
-from hwbed.fpga.nodes import attr, spec
+from hwbed.fpga.finn.op_specs import attr, spec
 
 EXAMPLES = ["cnv-w1a1", "cnv-w2a2", "tfc-w1a1", "tfc-w2a2"]
 
@@ -66,9 +66,9 @@ def test_unconfigured_nodes_are_logged_like_finn_not_warned(finn_example, caplog
     nodes, config = finn_example("cnv-w1a1")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warnings module noise in a normal run
-        with caplog.at_level(logging.INFO, logger="hwbed.fpga.folding"):
+        with caplog.at_level(logging.INFO, logger="hwbed.fpga.finn.folding"):
             apply_folding_config(nodes, config)
-    (rec,) = [r for r in caplog.records if r.name == "hwbed.fpga.folding"]
+    (rec,) = [r for r in caplog.records if r.name == "hwbed.fpga.finn.folding"]
     assert rec.levelno == logging.INFO
     assert rec.getMessage() == (
         "No HW configuration for nodes: StreamingMaxPool_hls_0, StreamingMaxPool_hls_1"
@@ -87,7 +87,7 @@ def test_set_folding_logs_ops_it_skips(finn_example, caplog):
     }
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with caplog.at_level(logging.INFO, logger="hwbed.fpga.folding"):
+        with caplog.at_level(logging.INFO, logger="hwbed.fpga.finn.folding"):
             set_folding([*nodes, dwc], 1000)
     assert [r.getMessage() for r in caplog.records] == [
         "SetFolding doesn't know how to handle op_type StreamingDataWidthConverter_hls"
@@ -285,9 +285,9 @@ def test_saved_auto_config_round_trips(finn_example, tmp_path):
 def resnet20_xnor():
     """resnet20-xnor's hardware nodes (random calibrated weights, digits 8x8 input)."""
     pytest.importorskip("sklearn")
-    from hwbed.fpga.build_flow import BuildConfig, _calibrated_random
-    from hwbed.fpga.finn_nodes import finn_nodes
-    from hwbed.fpga.lower import lower
+    from hwbed.fpga.build.flow import BuildConfig, _calibrated_random
+    from hwbed.fpga.finn.nodes import finn_nodes
+    from hwbed.fpga.lowering.lower import lower
 
     model, shape, _ = quiet(
         _calibrated_random, BuildConfig(model="resnet20-xnor", weights="random")

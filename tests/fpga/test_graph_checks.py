@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from hwbed.fpga.checks import check_graph
-from hwbed.fpga.graph import Graph, GraphError, portable_path
-from hwbed.fpga.lower import lower
+from hwbed.fpga.lowering.lower import lower
+from hwbed.ir.checks import check_graph
+from hwbed.ir.graph import Graph, portable_path
+from hwbed.ir.types import GraphError
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings(
@@ -271,7 +272,7 @@ def test_moved_build_folder_still_verifies(tmp_path, capsys):
     """A build (model, export, lower) copied elsewhere and the original removed: verify passes
     every path, the twin included, from the copy's own model.pt."""
     from hwbed import verify
-    from hwbed.fpga.build_flow import BuildConfig, build
+    from hwbed.fpga.build.flow import BuildConfig, build
 
     original = tmp_path / "original" / "tfc"
     cfg = BuildConfig(

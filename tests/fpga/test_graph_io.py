@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from hwbed.fpga.graph import Graph, GraphError
-from hwbed.fpga.lower import lower
-from hwbed.fpga.reference import execute
+from hwbed.fpga.lowering.lower import lower
+from hwbed.ir.graph import Graph
+from hwbed.ir.reference import execute
+from hwbed.ir.types import GraphError
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Keyword arguments are being passed")

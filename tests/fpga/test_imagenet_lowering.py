@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from hwbed.attacks.executable import TorchTwin
-from hwbed.fpga.graph import Graph, GraphError, IntType
-from hwbed.fpga.lower import lower
-from hwbed.fpga.reference import execute
+from hwbed.fpga.lowering.lower import lower
+from hwbed.ir.graph import Graph
+from hwbed.ir.reference import execute
+from hwbed.ir.types import GraphError, IntType
 from hwbed.models.layers import exact_fc
 from hwbed.models.quantize import end_stats_phase
 from hwbed.models.zoo import build_model
@@ -210,7 +211,7 @@ def test_max_pool_it_cannot_lower_is_refused(monkeypatch):
 
 
 def test_projection_on_another_scale_is_refused(monkeypatch):
-    from hwbed.fpga import frontend
+    from hwbed.fpga.lowering import frontend
 
     model = twin("resnet18-xnor", ODD)
     quant = model.blocks[2].shortcut[2]

@@ -12,16 +12,16 @@ import pytest
 import torch
 from torch import nn
 
-from hwbed.fpga.graph import GraphError
-from hwbed.fpga.lower import lower
-from hwbed.fpga.passes import (
+from hwbed.fpga.lowering.lower import lower
+from hwbed.fpga.lowering.passes import (
     DEFAULT_PASSES,
     AbsorbThresholdsIntoMVAU,
     GiveFinnNames,
     InferAccumulatorWidths,
     run_passes,
 )
-from hwbed.fpga.reference import execute
+from hwbed.ir.reference import execute
+from hwbed.ir.types import GraphError
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Keyword arguments are being passed")

@@ -1,4 +1,4 @@
-"""Device memory (hwbed.fpga.memory) against graphs counted by hand, node by node."""
+"""Device memory (hwbed.fpga.finn.memory) against graphs counted by hand, node by node."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from hwbed.fpga.graph import BIPOLAR, FLOAT32, Graph, IntType, Node, Tensor
-from hwbed.fpga.lower import lower
-from hwbed.fpga.memory import device_memory, device_memory_mb
+from hwbed.fpga.finn.memory import device_memory, device_memory_mb
+from hwbed.fpga.lowering.lower import lower
+from hwbed.ir.graph import Graph, Node, Tensor
+from hwbed.ir.types import BIPOLAR, FLOAT32, IntType
 from hwbed.models.zoo import build_model
 
 UINT8, INT9 = IntType("uint", 8), IntType("int", 9)

@@ -7,14 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hwbed.fpga.builder import GraphBuilder
-from hwbed.fpga.checks import check_graph
-from hwbed.fpga.estimates import node_cycles, node_resources
-from hwbed.fpga.finn_nodes import finn_nodes
-from hwbed.fpga.folding import fold_to_fit, set_folding
-from hwbed.fpga.graph import Graph, GraphError, IntType
-from hwbed.fpga.qonnx_render import run_qonnx_render, to_qonnx
-from hwbed.fpga.reference import execute
+from hwbed.fpga.export.qonnx_render import run_qonnx_render, to_qonnx
+from hwbed.fpga.finn.estimates import node_cycles, node_resources
+from hwbed.fpga.finn.folding import fold_to_fit, set_folding
+from hwbed.fpga.finn.nodes import finn_nodes
+from hwbed.ir.builder import GraphBuilder
+from hwbed.ir.checks import check_graph
+from hwbed.ir.graph import Graph
+from hwbed.ir.reference import execute
+from hwbed.ir.types import GraphError, IntType
 from hwbed.sim.fast import Plan
 from hwbed.sim.mapping import dsp_report
 from hwbed.sim.slice_path import execute_slices
@@ -175,7 +176,7 @@ def test_finn_view_estimates_and_folding():
     folded = set_folding(nodes, 200_000, two_pass_relaxation=False)  # FMPadding_rtl: unfolded
     f_pool, f_win = folded[-1], folded[-2]
     assert node_cycles(f_pool) < 200_000 and f_win["SIMD"] == f_pool["PE"]  # FINN ties them
-    from hwbed.fpga.boards import get_board
+    from hwbed.fpga.finn.boards import get_board
 
     fit = fold_to_fit(nodes, get_board("zcu104"))
     assert max(node_cycles(n) for n in fit) < node_cycles(window)  # the window folds too

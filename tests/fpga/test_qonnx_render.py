@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from hwbed.fpga.graph import Graph, GraphError, IntType
-from hwbed.fpga.lower import lower
-from hwbed.fpga.qonnx_render import run_qonnx_render, to_qonnx
-from hwbed.fpga.reference import execute
+from hwbed.fpga.export.qonnx_render import run_qonnx_render, to_qonnx
+from hwbed.fpga.lowering.lower import lower
+from hwbed.ir.graph import Graph
+from hwbed.ir.reference import execute
+from hwbed.ir.types import GraphError, IntType
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Keyword arguments are being passed")

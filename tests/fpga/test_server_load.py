@@ -26,7 +26,7 @@ AUTH = f"Authorization: Bearer {TOKEN}\r\n"
 
 @pytest.fixture(scope="module")
 def graph():
-    from hwbed.fpga.lower import lower
+    from hwbed.fpga.lowering.lower import lower
     from hwbed.models.zoo import build_model
 
     torch.manual_seed(0)

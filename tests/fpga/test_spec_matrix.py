@@ -1,4 +1,4 @@
-"""Exact or refused, never inexact: every family of the spec grammar (hwbed.fpga.spec_matrix).
+"""Exact or refused, never inexact: every family of the spec grammar (fpga/lowering/spec_matrix).
 
 The default run covers the float specs (refused at once) and TFC at every precision; the rest
 of the matrix is ``-m slow`` (``benchmarks/spec_matrix.py`` runs it on more images).
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hwbed.fpga.spec_matrix import check, entries
+from hwbed.fpga.lowering.spec_matrix import check, entries
 from hwbed.models.spec import parse_spec
 
 torch.set_num_threads(1)

@@ -85,8 +85,8 @@ def test_int_resnet_mirrors_the_float_relu_placement():
     "float_spec", ["resnet20", "resnet20-prune-filter50", "resnet20-prune-kernel50"]
 )
 def test_ptq_twin_computes_the_float_function_and_lowers_bit_exactly(float_spec):
-    from hwbed.fpga.lower import lower
-    from hwbed.fpga.reference import execute
+    from hwbed.fpga.lowering.lower import lower
+    from hwbed.ir.reference import execute
 
     net = _float_net(float_spec)
     spec = parse_spec(float_spec).at_precision("w8a8")

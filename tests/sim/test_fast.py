@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from hwbed.attacks.executable import Executable
-from hwbed.fpga.graph import FLOAT32, Graph, IntType, Node, Tensor
-from hwbed.fpga.lower import lower
-from hwbed.fpga.reference import execute, threshold
+from hwbed.fpga.lowering.lower import lower
+from hwbed.ir.graph import Graph, Node, Tensor
+from hwbed.ir.reference import execute, threshold
+from hwbed.ir.types import FLOAT32, IntType
 from hwbed.models.zoo import build_model
 from hwbed.sim.executable import ReferenceExecutable, SimExecutable
 from hwbed.sim.fast import Interval, Plan, _thresholding

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from hwbed.fpga.builder import GraphBuilder
-from hwbed.fpga.graph import BIPOLAR, TERNARY, Graph, IntType
+from hwbed.ir.builder import GraphBuilder
+from hwbed.ir.graph import Graph
+from hwbed.ir.types import BIPOLAR, TERNARY, IntType
 from hwbed.sim.dsp48 import Family, Simd
 from hwbed.sim.mapping import (
     MappingError,

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from hwbed.fpga.builder import GraphBuilder
-from hwbed.fpga.graph import TERNARY, Graph, IntType
-from hwbed.fpga.reference import execute
+from hwbed.ir.builder import GraphBuilder
+from hwbed.ir.graph import Graph
+from hwbed.ir.reference import execute
+from hwbed.ir.types import TERNARY, IntType
 from hwbed.sim.dsp48 import Family, OpCount
 from hwbed.sim.mapping import MappingError, dsp_report
 from hwbed.sim.slice_path import binary_dots, execute_slices, mac_dots
@@ -144,7 +145,7 @@ def shape(spec: str) -> tuple[int, int, int]:
 @cache
 def lowered(spec: str) -> Graph:
     """A random-init network, calibrated by a few train-mode forwards, lowered."""
-    from hwbed.fpga.lower import lower
+    from hwbed.fpga.lowering.lower import lower
     from hwbed.models.zoo import build_model
 
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ import pytest
 
 from hwbed import verify
 from hwbed.cli import InputError
-from hwbed.fpga.graph import Graph
+from hwbed.ir.graph import Graph
 
 SPEC, SHAPE = "tfc-w1a1", (1, 8, 8)
 

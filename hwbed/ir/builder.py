@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import Graph, IntType, Node, Tensor
+from hwbed.ir.graph import Graph, Node, Tensor
+from hwbed.ir.types import IntType
 
 
 class GraphBuilder:

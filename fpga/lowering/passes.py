@@ -11,8 +11,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from .checks import MAX_BITS, proven_range
-from .graph import OPS, Graph, GraphError, IntType
+from hwbed.ir.checks import MAX_BITS, proven_range
+from hwbed.ir.graph import OPS, Graph
+from hwbed.ir.types import GraphError, IntType
 
 
 class AbsorbThresholdsIntoMVAU:

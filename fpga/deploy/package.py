@@ -6,8 +6,8 @@ import os
 import secrets
 from pathlib import Path
 
-from .boards import Board
-from .graph import Graph
+from hwbed.fpga.finn.boards import Board
+from hwbed.ir.graph import Graph
 
 SERVE = """#!/usr/bin/env bash
 # Serve predictions of this build's bit-exact simulator over HTTP (token in ./token).

@@ -9,7 +9,7 @@ of integers, so the rendering refuses any node whose proven magnitude (partial s
 included) or threshold reaches 2^24, beyond which float32 is no longer exact. Every integer
 tensor carries its qonnx DataType annotation; qonnx checks the values against it on every
 node, and :func:`run_qonnx_render` turns any violation into an error. qonnx is an executor
-hwbed did not write: agreement with :mod:`hwbed.fpga.reference` is an independent check of
+hwbed did not write: agreement with :mod:`hwbed.ir.reference` is an independent check of
 the graph semantics.
 
 The rendering has batch size 1, as FINN's models do: qonnx 1.0.0's ``Im2Col`` interleaves the
@@ -28,7 +28,8 @@ from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 
-from .graph import BIPOLAR, Graph, GraphError, IntType, Node
+from hwbed.ir.graph import Graph, Node
+from hwbed.ir.types import BIPOLAR, GraphError, IntType
 
 DOMAIN = "qonnx.custom_op.general"
 OPSET = 13

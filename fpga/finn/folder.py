@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .boards import Board
+from hwbed.fpga.finn.boards import Board
 
 GENERATE_OUTPUTS = [
     "estimate_reports",

@@ -9,7 +9,7 @@ The pipeline (see docs/export.md):
    initializer graph inputs (P5), unique node and readable tensor names, datatype inference.
 
 qonnx executes node by node with one onnxruntime session per node: use it for golden vectors
-on a handful of images, and :mod:`hwbed.fpga.ort` for anything larger.
+on a handful of images, and :mod:`hwbed.fpga.export.ort` for anything larger.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _fold_unresolved_shapes(model: ModelWrapper) -> None:
     """
     import onnxruntime as ort
 
-    from .ort import lower_quant_nodes
+    from hwbed.fpga.export.ort import lower_quant_nodes
 
     pending = [n for n in model.graph.node if n.op_type == "Shape" and not _foldable(model, n)]
     if not pending:
@@ -177,8 +177,8 @@ def export_onnx(
     """Export a float network with ``torch.onnx.export(dynamo=False)`` and a symbolic batch.
 
     Input/output are named ``global_in``/``global_out`` like the QONNX graphs, so the same
-    :class:`hwbed.fpga.ort.OrtRunner` serves both. Brevitas networks go through
-    :func:`export_qonnx` and :func:`hwbed.fpga.ort.to_onnxruntime` instead.
+    :class:`hwbed.fpga.export.ort.OrtRunner` serves both. Brevitas networks go through
+    :func:`export_qonnx` and :func:`hwbed.fpga.export.ort.to_onnxruntime` instead.
     """
     quant = [n for n, m in model.named_modules() if type(m).__module__.startswith("brevitas.")]
     if quant:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .boards import Board, get_board
+from hwbed.fpga.finn.boards import Board, get_board
 
 DEFAULT_MODEL = "resnet20-xnor"
 
@@ -52,7 +52,7 @@ class BuildConfig:
     """One build; written to ``build_config.json`` in the output folder."""
 
     target: str = "pynq-z2"
-    """Board name (see hwbed.fpga.boards)."""
+    """Board name (see hwbed.fpga.finn.boards)."""
     model: str | None = None
     """Model spec; default resnet20-xnor (trained on digits and cached)."""
     checkpoint: str | None = None
@@ -235,7 +235,7 @@ def step_export(cfg: BuildConfig, out: Path, board: Board) -> None:
     """QONNX export of the twin (what FINN consumes): model.qonnx.onnx."""
     from hwbed.models.checkpoint import load_checkpoint
 
-    from .export import export_qonnx
+    from hwbed.fpga.export.qonnx_export import export_qonnx
 
     model, meta = load_checkpoint(out / "model.pt")
     export_qonnx(model, meta.input_shape, out / "model.qonnx.onnx")
@@ -243,7 +243,7 @@ def step_export(cfg: BuildConfig, out: Path, board: Board) -> None:
 
 def step_lower(cfg: BuildConfig, out: Path, board: Board) -> None:
     """Integer dataflow graph: graph.json + graph.npz."""
-    from .lower import lower_checkpoint
+    from hwbed.fpga.lowering.lower import lower_checkpoint
 
     graph = lower_checkpoint(out / "model.pt")
     graph.save(out / "graph")  # stores the checkpoint as "model.pt": the folder can move
@@ -251,8 +251,8 @@ def step_lower(cfg: BuildConfig, out: Path, board: Board) -> None:
 
 def step_fold(cfg: BuildConfig, out: Path, board: Board) -> None:
     """Folding: a given FINN config, a target fps, or the fastest that fits the board."""
-    from .finn_nodes import finn_nodes
-    from .folding import (
+    from hwbed.fpga.finn.nodes import finn_nodes
+    from hwbed.fpga.finn.folding import (
         BudgetExceededError,
         apply_folding_config,
         extract_folding_config,
@@ -260,7 +260,7 @@ def step_fold(cfg: BuildConfig, out: Path, board: Board) -> None:
         fold_to_fit,
         save_folding_config,
     )
-    from .graph import Graph
+    from hwbed.ir.graph import Graph
 
     nodes = finn_nodes(Graph.load(out / "graph"))
     if cfg.folding:
@@ -286,9 +286,9 @@ def step_estimate(cfg: BuildConfig, out: Path, board: Board) -> None:
     from hwbed.models.checkpoint import load_checkpoint
     from hwbed.models.cost import model_cost
 
-    from .estimates import dma_bound_fps, estimate_reports, write_estimate_reports
-    from .graph import Graph
-    from .memory import device_memory_mb
+    from hwbed.fpga.finn.estimates import dma_bound_fps, estimate_reports, write_estimate_reports
+    from hwbed.ir.graph import Graph
+    from hwbed.fpga.finn.memory import device_memory_mb
 
     nodes = json.loads((out / "hw_nodes.json").read_text())["nodes"]
     write_estimate_reports(nodes, out / "report", board.part, board.clk_ns)
@@ -486,7 +486,7 @@ def _accuracy_lines(s: dict[str, Any]) -> list[str]:
 
 def step_finn_folder(cfg: BuildConfig, out: Path, board: Board) -> None:
     """finn/: QONNX model, folding config, DataflowBuildConfig JSON, build.py, README."""
-    from .finn_folder import write_finn_folder
+    from hwbed.fpga.finn.folder import write_finn_folder
 
     if not _fits(out):
         if (out / "finn").is_dir():
@@ -504,7 +504,7 @@ def _fits(out: Path) -> bool:
 
 def step_deploy(cfg: BuildConfig, out: Path, board: Board) -> None:
     """deploy/: the graph and a query-server launcher (simulator here, FINN driver on board)."""
-    from .deploy_package import write_deploy_package
+    from hwbed.fpga.deploy.package import write_deploy_package
 
     write_deploy_package(out, board)
 
@@ -513,7 +513,7 @@ def step_verify(cfg: BuildConfig, out: Path, board: Board) -> None:
     """Fast path, slice path, qonnx rendering and twin against the reference executor."""
     from hwbed.verify import input_pixels, verify
 
-    from .graph import Graph
+    from hwbed.ir.graph import Graph
 
     graph = Graph.load(out / "graph")
     pixels, source = input_pixels(graph, cfg.verify_n, cfg.data_name())
@@ -534,7 +534,7 @@ def _json_scalar(value: Any) -> Any:
 
 def step_run_finn(cfg: BuildConfig, out: Path, board: Board) -> None:
     """Run FINN's build_dataflow_cfg on finn/ and compare its estimates with hwbed's."""
-    from .finn_folder import run_finn
+    from hwbed.fpga.finn.folder import run_finn
 
     if not _fits(out):
         _log(f"run_finn: skipped, the design does not fit {board.name} (no FINN folder)")
@@ -565,7 +565,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
 
 def _portable(cfg: BuildConfig, out: Path) -> dict:
     """The config as ``build_config.json`` records it: paths inside ``out`` relative to it."""
-    from .graph import portable_path
+    from hwbed.ir.graph import portable_path
 
     record = asdict(cfg)
     for key in ("out", "checkpoint", "folding"):
@@ -641,7 +641,7 @@ def check_inputs(cfg: BuildConfig, steps: list[str]) -> None:
         if why:
             raise BuildError(f"{name} cannot be built for an FPGA: {why}")
     if cfg.folding and "fold" in steps:
-        from .folding import FoldingError, check_folding_file
+        from hwbed.fpga.finn.folding import FoldingError, check_folding_file
 
         try:
             check_folding_file(cfg.folding)

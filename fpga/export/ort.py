@@ -25,7 +25,7 @@ import onnx
 from onnx import helper, numpy_helper
 from qonnx.core.modelwrapper import ModelWrapper
 
-from .export import ExportError, _chunks, fix_opset_order, load_qonnx
+from hwbed.fpga.export.qonnx_export import ExportError, _chunks, fix_opset_order, load_qonnx
 
 BATCH = "batch"
 """dim_param of the symbolic batch dimension."""
@@ -109,7 +109,8 @@ def is_dynamic(model: onnx.ModelProto) -> bool:
 
 class OrtRunner:
     """An onnxruntime session over a standard-ops model (from :func:`to_onnxruntime` or
-    :func:`hwbed.fpga.export.export_onnx`): ``runner(x)`` maps float NCHW images to outputs.
+    :func:`hwbed.fpga.export.qonnx_export.export_onnx`): ``runner(x)`` maps float NCHW images
+    to outputs.
 
     A symbolic-batch model runs ``max_batch`` images per call; a fixed-batch one runs chunks of
     its batch size, the last one zero-padded. onnxruntime's graph optimizations stay off

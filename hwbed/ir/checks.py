@@ -2,7 +2,7 @@
 
 :func:`check_graph` proves an integer range for every tensor by interval propagation from the
 graph input, the uint8 pixels at the executable boundary, through each node's semantics
-(``fpga/reference.py``); it trusts no declared type. Every declared width is then checked
+(``hwbed/ir/reference.py``); it trusts no declared type. Every declared width is then checked
 against what it must hold: each tensor type and MVAU ``acc_type`` its proven range,
 ``inputDataType`` the proven input range, ``weightDataType`` the weights, and thresholds the
 comparator domain. No type may be wider than :data:`MAX_BITS`. Each refusal is one
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .graph import BIPOLAR, FLOAT32, TERNARY, Graph, GraphError, IntType, Node
+from hwbed.ir.graph import Graph, Node
+from hwbed.ir.types import BIPOLAR, FLOAT32, TERNARY, GraphError, IntType
 
 MAX_BITS = 32
 """The widest integer the hardware holds: accumulators, streams, weights."""

@@ -15,8 +15,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .boards import dsp_block
-from .nodes import Node, attr, bitwidth, check_node, is_signed, node_name, num_vectors, spec
+from hwbed.fpga.finn.boards import dsp_block
+from hwbed.fpga.finn.op_specs import (
+    Node,
+    attr,
+    bitwidth,
+    check_node,
+    is_signed,
+    node_name,
+    num_vectors,
+    spec,
+)
 
 # ---------------------------------------------------------------------------- MVAU
 

@@ -1,7 +1,7 @@
 """The integer graph seen as FINN hardware nodes: one attribute dict per node, FINN's names.
 
 This is the view the estimator, the folding search and the FINN writer share
-(``fpga/nodes.py`` documents the dict format). hwbed's final ``Affine`` maps onto FINN's
+(``fpga/finn/op_specs.py`` documents the dict format). hwbed's final ``Affine`` maps onto FINN's
 ``ChannelwiseOp_hls``; ``ChannelPad`` is hwbed's own (option-A shortcuts).
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .graph import OPS, Graph, IntType
+from hwbed.ir.graph import OPS, Graph
+from hwbed.ir.types import IntType
 
 
 def finn_nodes(graph: Graph) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 Each conv/linear becomes an MVAU over exact integer codes (weights from ``quant_weight()``,
 activations from the quantizer in front of it). The float epilogue behind each accumulator
 (alpha, BN, shifts, the next quantizer) becomes a Thresholding node whose table is built by
-enumeration with the twin's own modules (:mod:`hwbed.fpga.thresholds`). Later passes absorb
+enumeration with the twin's own modules (:mod:`hwbed.fpga.lowering.thresholds`). Later passes absorb
 thresholds into MVAUs and prove accumulator widths.
 """
 
@@ -22,12 +22,12 @@ from brevitas_examples.bnn_pynq.models.FC import FC
 from brevitas_examples.bnn_pynq.models.tensor_norm import TensorNorm
 from torch import nn
 
+from hwbed.fpga.lowering.thresholds import quant_levels, thresholds_for
+from hwbed.ir.builder import GraphBuilder
+from hwbed.ir.graph import Graph
+from hwbed.ir.types import BIPOLAR, TERNARY, GraphError, IntType
 from hwbed.models.layers import F32_EXACT, AbcConv2d, XnorConv2d
 from hwbed.models.resnet import QuantBlock, ResNet
-
-from .builder import GraphBuilder
-from .graph import BIPOLAR, TERNARY, Graph, GraphError, IntType
-from .thresholds import quant_levels, thresholds_for
 
 Epilogue = Callable[[torch.Tensor], torch.Tensor]
 """Maps float conv/linear outputs shaped [1, C, D, 1] (or [1, C, D]) to integer codes."""

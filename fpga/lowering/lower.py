@@ -6,13 +6,13 @@ from pathlib import Path
 
 from torch import nn
 
+from hwbed.fpga.lowering.frontend import lower_bnn_pynq, lower_resnet, module_names
+from hwbed.fpga.lowering.passes import DEFAULT_PASSES, run_passes
+from hwbed.ir.checks import check_graph
+from hwbed.ir.graph import Graph
+from hwbed.ir.types import GraphError
 from hwbed.models.resnet import ResNet
 from hwbed.models.spec import ModelSpec, parse_spec
-
-from .checks import check_graph
-from .frontend import lower_bnn_pynq, lower_resnet, module_names
-from .graph import Graph, GraphError
-from .passes import DEFAULT_PASSES, run_passes
 
 
 def lower(

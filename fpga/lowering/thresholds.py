@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .graph import GraphError
+from hwbed.ir.types import GraphError
 
 CHUNK = 1 << 18
 ENUMERATE_LIMIT = 1 << 22
@@ -95,7 +95,7 @@ def spot_checks(channels: int) -> int:
 def count_reached(x: np.ndarray, thr: np.ndarray) -> np.ndarray:
     """#{j : x[c, p] >= thr[c, j]} for [C, P] inputs and per-channel sorted [C, L] thresholds.
 
-    :func:`~hwbed.fpga.reference.threshold`'s count, by binary search instead of comparing
+    :func:`~hwbed.ir.reference.threshold`'s count, by binary search instead of comparing
     every input with every threshold.
     """
     return np.stack([np.searchsorted(t, v, side="right") for t, v in zip(thr, x, strict=True)])

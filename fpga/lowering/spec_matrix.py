@@ -4,7 +4,7 @@ One representative spec per family (:func:`entries`): each architecture with eac
 (vanilla, kd, prune-<g>50, xnor, two abc<M>x<N>, w<W>a<A> for W, A in 1, 2, 4, 8) and a few
 composed specs, as far as :func:`~hwbed.models.spec.parse_spec` accepts them. :func:`check`
 builds a seeded random twin, calibrates it, lowers it and compares logits with
-:func:`hwbed.fpga.reference.execute` on extreme and random images. The promise under test:
+:func:`hwbed.ir.reference.execute` on extreme and random images. The promise under test:
 every spec is ``exact`` (all logits bit-identical) or ``refused`` (a ``GraphError`` naming
 why), never ``inexact``. Shared by ``benchmarks/spec_matrix.py`` and
 ``tests/fpga/test_spec_matrix.py``.
@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwbed.fpga.lowering.lower import lower
+from hwbed.ir.reference import execute
+from hwbed.ir.types import GraphError
 from hwbed.models.spec import ARCHS, PRUNE_GRANULARITIES, SpecError, parse_spec
-
-from .graph import GraphError
-from .lower import lower
-from .reference import execute
 
 BITS = (1, 2, 4, 8)
 SINGLE = (

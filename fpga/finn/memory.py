@@ -1,6 +1,6 @@
 """Device memory: what the integer dataflow graph stores, counted at the widths it stores it.
 
-:func:`device_memory` walks a :class:`~hwbed.fpga.graph.Graph` and counts every parameter a
+:func:`device_memory` walks a :class:`~hwbed.ir.graph.Graph` and counts every parameter a
 node keeps on the device, one row per (node, parameter):
 
 - **MVAU weights** (``weights``, ``MH x MW``) at the width of the node's ``weightDataType``
@@ -33,8 +33,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .graph import Graph, IntType
-from .nodes import bitwidth
+from hwbed.fpga.finn.op_specs import bitwidth
+from hwbed.ir.graph import Graph
+from hwbed.ir.types import IntType
 
 BITS_PER_MB = 8e6
 FLOAT_BITS = 32

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import Graph, GraphError, Node
+from hwbed.ir.graph import Graph, Node
+from hwbed.ir.types import GraphError
 
 
 def threshold(x: np.ndarray, thresholds: np.ndarray, out_bias: int, out_scale: int) -> np.ndarray:

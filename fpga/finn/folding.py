@@ -9,7 +9,7 @@
   misses the target or does not fit.
 
 Notes FINN prints as warnings (unconfigured nodes, ops SetFolding skips) are logged on the
-``hwbed.fpga.folding`` logger at INFO.
+``hwbed.fpga.finn.folding`` logger at INFO.
 
 Every function returns new node dicts and leaves its inputs untouched.
 """
@@ -24,9 +24,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .boards import RESOURCE_KEYS, Board
-from .estimates import network_performance, node_cycles, node_resources
-from .nodes import OP_SPECS, FoldingError, Node, attr, bitwidth, check_node, divisors, spec
+from hwbed.fpga.finn.boards import RESOURCE_KEYS, Board
+from hwbed.fpga.finn.estimates import network_performance, node_cycles, node_resources
+from hwbed.fpga.finn.op_specs import (
+    OP_SPECS,
+    FoldingError,
+    Node,
+    attr,
+    bitwidth,
+    check_node,
+    divisors,
+    spec,
+)
 
 __all__ = [
     "BudgetExceededError",

@@ -1,0 +1,1 @@
+"""The build (``python -m hwbed.build``): its steps, from a checkpoint to a board's folder."""

@@ -1,0 +1,1 @@
+"""Brevitas -> QONNX export and the executors of QONNX: onnxruntime, and qonnx on the graph."""

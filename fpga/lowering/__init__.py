@@ -1,0 +1,1 @@
+"""The lowering: a Brevitas twin -> the exact integer dataflow graph (``hwbed.ir``)."""

@@ -1,0 +1,1 @@
+"""The integer dataflow graph: tensor types, the graph, its builder, checks and reference."""
