@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .executable import BaseExecutable, Executable, TorchTwin
+from hwbed.ir.executable import BaseExecutable, Executable, ReferenceExecutable, TorchTwin
+
 from .inputs import AttackError
 
 KINDS = ("twin", "sim", "sim-reference", "ort", "qonnx", "remote", "finn")
@@ -49,9 +50,11 @@ def make_executable(kind: str, source: str | Path | None = None, **options: Any)
     if kind == "twin":
         return _twin(path, **options)
     if kind in ("sim", "sim-reference"):
+        from hwbed.fpga.build.sources import graph_of
         from hwbed.sim.executable import SimExecutable
 
-        return SimExecutable.load(path, "fast" if kind == "sim" else "reference")
+        graph = graph_of(path)
+        return SimExecutable(graph) if kind == "sim" else ReferenceExecutable(graph)
     return OnnxExecutable(path, engine=kind, **options)
 
 
@@ -67,12 +70,9 @@ def checkpoint_of(path: Path) -> Path:
 
 
 def _twin(path: Path, device: str = "cpu") -> TorchTwin:
-    from hwbed.models.checkpoint import load_checkpoint
+    from hwbed.fpga.build.sources import load_twin
 
-    model, meta = load_checkpoint(checkpoint_of(path), device=device)
-    exe = TorchTwin(model, f"twin:{meta.spec.name}", meta.input_shape, meta.classes, device)
-    exe.bit_exact = True  # the definition the exact paths must equal
-    return exe
+    return load_twin(checkpoint_of(path), device)
 
 
 class OnnxExecutable(BaseExecutable):
@@ -105,7 +105,7 @@ class OnnxExecutable(BaseExecutable):
 
             self._runner = OrtRunner(to_onnxruntime(self._qonnx), max_batch=max_batch)
         else:
-            from hwbed.fpga.export.qonnx_export import load_qonnx
+            from hwbed.fpga.export.qonnx_io import load_qonnx
 
             self._model = load_qonnx(self._qonnx)
 
@@ -125,7 +125,7 @@ def _remote(
     token_file: str | Path | None = None,
     **options,
 ) -> Executable:
-    from .remote import RemoteExecutable
+    from hwbed.fpga.deploy.remote import RemoteExecutable
 
     if url is None:
         raise AttackError("executable 'remote' needs url= (or the kind remote=URL)")

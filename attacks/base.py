@@ -3,7 +3,7 @@
 API in foolbox 3's shape: ``attack(model, images, labels, epsilons=[...])`` returns an
 :class:`~hwbed.attacks.result.AttackResult` with per-example outcomes for every ε.
 White-box attacks take a :class:`~hwbed.attacks.twin.Twin` (or a torch module); black-box
-attacks take any :class:`~hwbed.attacks.executable.Executable` and reach it only through an
+attacks take any :class:`~hwbed.ir.executable.Executable` and reach it only through an
 :class:`~hwbed.attacks.oracle.Oracle`. Each ε runs with its own seeded generator, so a
 result does not depend on which other ε were asked for.
 """
@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwbed.ir.executable import Executable
+
 from .distances import distortion
-from .executable import Executable
 from .inputs import (
     AttackError,
     check_epsilons,
@@ -45,7 +46,12 @@ def attack_loss(
     """Per-example loss the attack ascends: CE (away from the label, or minus CE to the
     target) or the C&W logit margin (best other logit minus the label's, or the target's
     logit minus the best other)."""
-    cls = targets if targeted else labels
+    if not targeted:
+        cls = labels
+    elif targets is None:
+        raise AttackError("a targeted loss needs targets")
+    else:
+        cls = targets
     if loss == "ce":
         ce = F.cross_entropy(logits, cls, reduction="none")
         return -ce if targeted else ce
@@ -140,7 +146,8 @@ class WhiteBoxAttack(Attack):
         start = time.perf_counter()
         x = torch.from_numpy(pixels).float().div_(255.0)
         clean_pred = twin.predict(x).numpy()
-        adv_all, first_all, query_all, pred_all, trace_all = [], [], [], [], {}
+        adv_all, first_all, query_all, pred_all = [], [], [], []
+        trace_all: dict[str, list[np.ndarray]] = {}
         snap_all: dict[int, list] = {i: [] for i in self._snapshots}
         for e, radius in enumerate(eps):
             gen = seed_generator(seed, e)
@@ -258,7 +265,7 @@ class BlackBoxAttack(Attack):
         if not isinstance(exe, Executable):
             raise AttackError(
                 f"{self.name} is a black-box attack: it needs an executable "
-                f"(hwbed.attacks.executable(...)), got {type(model).__name__}"
+                f"(hwbed.attacks.make_executable(...)), got {type(model).__name__}"
             )
         pixels = check_images(images, exe.input_shape, self.name)
         y = check_labels(labels, len(pixels), exe.num_classes, self.name)

@@ -68,6 +68,7 @@ class DeepFool(WhiteBoxAttack):
     """DeepFool, untargeted minimum-norm attack, L2 (default) or L∞ (``norm="linf"``)."""
 
     name = "deepfool"
+    norm: str
     bounded = False
 
     def __init__(

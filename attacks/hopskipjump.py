@@ -90,6 +90,7 @@ class HopSkipJump(BlackBoxAttack):
     """HopSkipJump, decision-based minimum-norm attack (L2 or L∞); label queries only."""
 
     name = "hopskipjump"
+    norm: str
     scores_needed = False
     bounded = False
 

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-# board_backend imports only numpy, the stdlib and hwbed.attacks.executable (a leaf module), so
-# importing it here makes no cycle when hwbed.attacks imports this module.
 from hwbed.fpga.deploy.board_backend import labels_to_scores
+from hwbed.ir.executable import BaseExecutable, Executable
 
-from .executable import BaseExecutable, Executable
 from .inputs import AttackError
 
 

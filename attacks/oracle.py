@@ -25,7 +25,8 @@ import time
 
 import numpy as np
 
-from .executable import Executable
+from hwbed.ir.executable import Executable
+
 from .inputs import AttackError
 
 
@@ -72,7 +73,7 @@ class Oracle:
         return self.executable.num_classes
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
         return tuple(self.executable.input_shape)
 
     def require_scores(self, attack: str) -> None:
@@ -118,21 +119,24 @@ class Oracle:
         out = np.full((m, self.num_classes), np.nan, dtype=np.float32)
         answered = np.zeros(m, dtype=bool)
         np.add.at(self.requests, owner, 1)
-        keys = None
-        if self._cache is not None:
-            keys = [
+        cache = self._cache
+        keys = (
+            []
+            if cache is None
+            else [
                 (int(i), hashlib.blake2b(p.tobytes(), digest_size=16).digest())
                 for i, p in zip(owner, pixels, strict=True)
             ]
+        )
         todo: list[int] = []
         first_of: dict[tuple[int, bytes], int] = {}
         dupes: list[tuple[int, int]] = []
         left = self.remaining().copy()
         for j in range(m):
-            if keys is not None:
-                hit = self._cache.pop(keys[j], None)
+            if cache is not None:
+                hit = cache.pop(keys[j], None)
                 if hit is not None:  # least recently used goes first: re-insert at the end
-                    self._cache[keys[j]] = hit
+                    cache[keys[j]] = hit
                     out[j] = hit
                     answered[j] = True
                     continue
@@ -145,18 +149,18 @@ class Oracle:
                 continue
             left[i] -= 1
             todo.append(j)
-            if keys is not None:
+            if cache is not None:
                 first_of[keys[j]] = j
         if todo:
             idx = np.asarray(todo)
             out[idx] = self._run(pixels[idx])
             answered[idx] = True
             np.add.at(self.queries, owner[idx], 1)
-            if keys is not None:
+            if cache is not None:
                 for j in todo:
-                    self._cache[keys[j]] = out[j].copy()
-                while len(self._cache) > self.cache_size:
-                    del self._cache[next(iter(self._cache))]
+                    cache[keys[j]] = out[j].copy()
+                while len(cache) > self.cache_size:
+                    del cache[next(iter(cache))]
         for j, src in dupes:
             out[j], answered[j] = out[src], answered[src]
         return out, answered

@@ -38,6 +38,7 @@ class PGD(WhiteBoxAttack):
     """Projected gradient descent with random restarts; L∞ or L2 (``norm`` is required)."""
 
     name = "pgd"
+    norm: str
 
     def __init__(
         self,

@@ -97,9 +97,14 @@ class AttackResult:
         Valid for attacks whose first iterations do not depend on the total count (PGD with a
         fixed step, LocalSearch, GenAttack): one run of 200 gives i = 50, 100, 150, 200.
         """
+        first = self._first_success()
+        return (first >= 0) & (first <= iterations)
+
+    def _first_success(self) -> np.ndarray:
+        """``first_success``; a ValueError when the attack did not track iterations."""
         if self.first_success is None:
             raise ValueError(f"{self.attack} on {self.scored_on} did not track iterations")
-        return (self.first_success >= 0) & (self.first_success <= iterations)
+        return self.first_success
 
     def accuracy_at(self, iterations: int) -> np.ndarray:
         """[E] accuracy to the original label after ``iterations``.
@@ -163,14 +168,14 @@ class AttackResult:
         queries = self.queries
         if "queries" in self.traces:  # what a run stopped after that iteration had spent
             queries = row(self.traces["queries"]).astype(np.int64)
-        adv = None
-        if "distortion" in self.traces:
+        kept = None
+        if "distortion" in self.traces and self.norm is not None:  # traced in its norm
             distortion = {k: np.full(broken.shape, np.nan) for k in self.distortion}
             distortion[self.norm] = np.where(broken, row(self.traces["distortion"]), np.nan)
         else:
             distortion = {k: np.where(broken, v, np.nan) for k, v in self.distortion.items()}
             if self.adversarial is not None:
-                adv = np.where(
+                kept = np.where(
                     broken[..., None, None, None],
                     self.adversarial,
                     self.images[None].astype(self.adversarial.dtype),
@@ -182,8 +187,8 @@ class AttackResult:
             success=broken,
             queries=queries,
             distortion=distortion,
-            adversarial=adv,
-            first_success=np.where(broken, self.first_success, -1),
+            adversarial=kept,
+            first_success=np.where(broken, self._first_success(), -1),
             exhausted=None if self.exhausted is None else self.exhausted & ~broken,
             snapshots={},
         )
@@ -212,8 +217,8 @@ class AttackResult:
                 if ok.any()
                 else float("nan"),
             }
-            if self.targets is not None:
-                row["target_accuracy"] = float(self.target_accuracy[e])
+            if (target_accuracy := self.target_accuracy) is not None:
+                row["target_accuracy"] = float(target_accuracy[e])
             rows.append(row)
         return rows
 

@@ -16,8 +16,9 @@ import time
 import numpy as np
 import torch
 
+from hwbed.ir.executable import Executable
+
 from .distances import to_grid
-from .executable import Executable
 from .inputs import AttackError
 from .result import AttackResult, rescored
 from .twin import Twin

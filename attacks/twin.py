@@ -35,7 +35,7 @@ class Twin:
     def __init__(
         self,
         model: nn.Module,
-        input_shape: tuple[int, int, int],
+        input_shape: tuple[int, ...],
         num_classes: int,
         name: str = "twin",
         *,

@@ -92,8 +92,8 @@ def twin(spec: str, shape: tuple[int, int, int]) -> torch.nn.Module:
 
 
 def bench(spec: str, shape: tuple[int, int, int], args, tmp: Path) -> dict:
-    from hwbed.attacks.executable import TorchTwin
     from hwbed.fpga.lowering.lower import lower
+    from hwbed.ir.executable import TorchTwin
     from hwbed.sim.executable import SimExecutable
 
     model = twin(spec, shape)

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from results import machine, write_results
 
-from hwbed.attacks.executable import TorchTwin
 from hwbed.fpga.lowering.lower import lower
+from hwbed.ir.executable import TorchTwin
 from hwbed.models.zoo import build_model
 from hwbed.sim.executable import SimExecutable
 
@@ -102,6 +102,7 @@ def bench(spec: str, x: np.ndarray, args, tmp: Path) -> dict:
         n = max(b, args.images) if b > 1 else args.single
         row[f"ort_float_b{b}"] = None if ort is None else images_per_s(ort, xf, b, n, args.repeat)
     row["fast/twin_b64"] = row["fast_b64"] / row["twin_b64"]
+    row["fast/ort_float_b1"] = None if ort is None else row["fast_b1"] / row["ort_float_b1"]
     if row["qonnx_b1"]:
         row["fast_b64/qonnx_b1"] = row["fast_b64"] / row["qonnx_b1"]
     return row

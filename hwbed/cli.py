@@ -18,11 +18,16 @@ Bad inputs are hwbed's own error classes — every exception class defined in an
 StoreError, EngineError, AttackError, ReportError, :class:`InputError`, ...) — and the errors
 of the environment: OSError (a missing file or folder, a permission), a file that is not valid
 JSON or not text, and a missing optional extra (``pip install 'hwbed[export]'``).
+
+Library code never prints: what a long run reports as it goes (build steps, epochs, the
+build's summary) goes to the :data:`PROGRESS` logger, whose records :func:`run` prints on
+stdout as they are (:func:`show_progress`); hwbed's notes and warnings go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -31,8 +36,9 @@ import re
 import sys
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePath
+from typing import TextIO
 
 USAGE_ERROR = 2
 """Exit status of a bad input (argparse's too)."""
@@ -68,6 +74,9 @@ EXTRAS = {
     "foolbox": "samples",
 }
 """Top-level module -> the extra of pyproject.toml that installs it."""
+
+PROGRESS = "hwbed.progress"
+"""The logger of what a long run reports as it goes, at INFO: one line per record."""
 
 _HWBED_PACKAGES = ("hwbed", "hwbed.models", "hwbed.fpga", "hwbed.sim", "hwbed.attacks")
 _debug = False
@@ -125,7 +134,8 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         quiet_known_warnings()
         warnings.showwarning = _log_warning
         try:
-            code = main(argv)
+            with show_progress():
+                code = main(argv)
             return 0 if code is None else int(code)
         except SystemExit as err:  # argparse and sys.exit() inside main
             if err.code is None or isinstance(err.code, int):
@@ -148,6 +158,42 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
             log.setLevel(level)
             if handler is not None:
                 logging.getLogger().removeHandler(handler)
+
+
+@contextlib.contextmanager
+def show_progress(stream: TextIO | None = None) -> Iterator[None]:
+    """Print :data:`PROGRESS` records on ``stream`` (default: stdout at the time) while the
+    block runs, one line each; a no-op when something shows them already."""
+    logger = logging.getLogger(PROGRESS)
+    if logger.handlers:
+        yield
+        return
+    handler, level, propagate = _Lines(stream), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # not again as -v's ``info:`` notes or on --debug's stderr
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+class _Lines(logging.Handler):
+    """Each record's message as one line on ``stream``, or on ``sys.stdout`` as it is then.
+
+    A write error (stdout piped into ``head``) propagates, as it would from ``print``.
+    """
+
+    def __init__(self, stream: TextIO | None = None):
+        super().__init__()
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = self.stream or sys.stdout
+        stream.write(record.getMessage() + "\n")
+        stream.flush()
 
 
 def command(main: Callable[[list[str] | None], int | None]) -> Callable[..., int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -40,6 +41,9 @@ from .pruning import prune_model
 from .quantize import calibration_subset, images_digest, ptq, quantized_copy
 from .spec import ModelSpec, parse_spec
 from .zoo import build_model, input_size
+
+progress = logging.getLogger("hwbed.progress")
+"""What a run reports as it goes (resume, epochs, replacement); the CLIs print it on stdout."""
 
 
 class TrainError(ValueError):
@@ -194,7 +198,7 @@ def train(cfg: TrainConfig) -> Path:
             if card is not None and _card_epoch(ckpt) != resume["epoch"]:  # killed in between
                 write_card(ckpt, _meta(spec, cfg, shape, info, resume["epoch"], card))
             acc = (card or meta.card).get("test_accuracy")
-            print(f"{ckpt} is complete ({acc}); nothing to do")
+            progress.info(f"{ckpt} is complete ({acc}); nothing to do")
             return ckpt
     else:
         model, origin = _initial_model(
@@ -215,9 +219,9 @@ def train(cfg: TrainConfig) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         _retarget_cosine(scheduler, cfg.epochs)
         start, history = resume["epoch"], state.get("history", [])
-        print(f"resuming {spec.name} from {ckpt} at epoch {start}/{cfg.epochs}")
+        progress.info(f"resuming {spec.name} from {ckpt} at epoch {start}/{cfg.epochs}")
         if extended_from is not None and start > 1:
-            print(
+            progress.info(
                 f"note: the first {start} epochs followed the {extended_from}-epoch schedule; "
                 f"the result differs from a {cfg.epochs}-epoch run trained from the start"
             )
@@ -307,10 +311,9 @@ def train(cfg: TrainConfig) -> Path:
                 "seconds": elapsed - sum(h["seconds"] for h in history),
             }
         )
-        print(
+        progress.info(
             f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']:.4f} "
-            f"test acc {acc:.4f} ({elapsed:.0f}s)",
-            flush=True,
+            f"test acc {acc:.4f} ({elapsed:.0f}s)"
         )
         save(epoch + 1, acc, elapsed)
     if cfg.epochs == 0:
@@ -457,7 +460,7 @@ def _existing_run(
     out = cfg.output_dir()
     if not cfg.force:
         raise RunConflictError(f"{out}: {problem} (use --force to replace it)")
-    print(f"{out}: {problem}; replacing it (--force)")
+    progress.info(f"{out}: {problem}; replacing it (--force)")
     ckpt.unlink()
     card_path(ckpt).unlink(missing_ok=True)
     return None, []
@@ -589,9 +592,8 @@ def _quantize(float_model, spec, cfg, x_train, test_batches, device, source, pru
             "method": "brevitas calibration_mode (float activations, percentile, power of two)",
         },
     }
-    print(
+    progress.info(
         f"quantized {origin['spec']} ({Path(source)}) to {spec.precision}: calibrated on "
-        f"{len(images)} training images; float test acc {origin['test_accuracy']:.4f}",
-        flush=True,
+        f"{len(images)} training images; float test acc {origin['test_accuracy']:.4f}"
     )
     return model, origin

@@ -11,20 +11,28 @@ each node's kernel and number format. :meth:`Plan.run` then executes batches. Th
   such integers whose exact value also lies in that range is computed exactly (round to
   nearest of a representable value is the value itself).
 - **GEMM (MVAU).** acc_j = sum_k w_jk x_k. In any summation order, blocking or FMA use,
-  every partial sum and product is bounded by B_j = sum_k |w_jk| * max|x|. The GEMM runs in
-  the narrowest format whose exact range holds max_j B_j (float32 GEMM for every binary and
-  small-int layer; float64 for e.g. the ResNet FC over pooled sums; int64 otherwise). BLAS
-  sgemm never uses Strassen-like algorithms; torch's reduced-precision fp32 matmul modes
-  (bf16/tf32) would break the argument, so float32 GEMMs are promoted to float64 whenever
-  :func:`fp32_gemm_is_ieee` is false at run time. Convolutions are im2col (a strided view)
-  plus GEMM: torch's conv2d is avoided because NNPACK/Winograd transforms are not exact.
+  every partial sum and product is bounded by B_j = sum_k |w_jk| * max|x|, the largest
+  accumulator over inputs in [-max|x|, max|x|] (:func:`hwbed.ir.ops.mvau.acc_range`). The
+  GEMM runs in the narrowest format whose exact range holds max_j B_j (float32 GEMM for
+  every binary and small-int layer; float64 for e.g. the ResNet FC over pooled sums; int64
+  otherwise). BLAS sgemm never uses Strassen-like algorithms; torch's reduced-precision
+  fp32 matmul modes (bf16/tf32) would break the argument, so float32 GEMMs are promoted to
+  float64 whenever :func:`fp32_gemm_is_ieee` is false at run time. Convolutions are im2col
+  (a strided view) plus GEMM: torch's conv2d is avoided because NNPACK/Winograd transforms
+  are not exact.
 - **Thresholds** count exactly: a table over the proven input interval built with the
   reference's own :func:`~hwbed.ir.reference.threshold`, one compare for a single step,
   or an int64 ``searchsorted`` of channel-offset thresholds clipped to the interval
   (clipping to [lo, hi + 1] keeps every count for inputs in [lo, hi]).
-- **Pooling, padding, windows, adds, concatenation** move or add integers within the
-  proven ranges, hence exact in the chosen format. ``Affine`` and ``LabelSelect`` call the
-  reference's own code on int64 inputs.
+- **Pooling, padding, windows, adds, concatenation, flattening** move or add integers within
+  the proven ranges, hence exact in the chosen format. Ops without a kernel (``Affine``,
+  ``LabelSelect``) run the reference's own code on int64 inputs.
+
+Each op registers its :class:`Kernel` in :data:`KERNELS` (how it compiles, and whether it
+runs inside its consumer's step); the declared fallback is the reference's code. The plan is
+a list of steps over numbered slots: a batch costs one call per step; what does not depend
+on the values is decided at compile time, and the torch settings exactness depends on are
+read once per run.
 """
 
 from __future__ import annotations
@@ -36,7 +44,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hwbed.ir.backend import Backend
 from hwbed.ir.graph import Graph, Node
+from hwbed.ir.opdef import op_def
+from hwbed.ir.opkit import Proven
+from hwbed.ir.ops.mvau import acc_range
 from hwbed.ir.reference import run_node, threshold
 from hwbed.ir.types import GraphError
 
@@ -57,6 +69,17 @@ def fp32_gemm_is_ieee() -> bool:
     return torch.get_float32_matmul_precision() == "highest" and mode in ("none", "ieee")
 
 
+def conv_is_exact() -> bool:
+    """Whether torch's CPU float32 conv2d is a plain sum of products right now.
+
+    With NNPACK switched off (as :meth:`Plan.run` does) torch dispatches a float32 CPU
+    convolution to oneDNN (direct algorithm: jit/brgemm/gemm kernels, no Winograd) or to its
+    own im2col + sgemm; both only multiply and add, in full float32 unless oneDNN's or the
+    matmul's reduced-precision modes are on.
+    """
+    return fp32_gemm_is_ieee() and torch.backends.mkldnn.conv.fp32_precision in ("none", "ieee")
+
+
 def format_for(bound: int) -> torch.dtype:
     """The narrowest exact number format for integers of magnitude <= ``bound``."""
     if bound <= F32_EXACT:
@@ -66,6 +89,11 @@ def format_for(bound: int) -> torch.dtype:
     if bound <= I64_SAFE:
         return torch.int64
     raise GraphError(f"proven magnitude {bound} exceeds int64; no exact fast path")
+
+
+def _to(v: torch.Tensor, fmt: torch.dtype) -> torch.Tensor:
+    """``v`` in format ``fmt`` (no call into torch when it already is)."""
+    return v if v.dtype == fmt else v.to(fmt)
 
 
 @dataclass(frozen=True)
@@ -94,9 +122,105 @@ class Step:
     kernel: str
     inputs: list[str]
     output: str
-    shape: tuple[int, ...]
     interval: Interval | None
     fn: Callable[..., torch.Tensor] = field(repr=False)
+
+
+class _Settings:
+    """The torch settings the kernels' exactness depends on, read once per run."""
+
+    __slots__ = ("conv", "ieee")
+
+    def __init__(self):
+        self.ieee = self.conv = False
+
+    def read(self) -> None:
+        self.ieee, self.conv = fp32_gemm_is_ieee(), conv_is_exact()
+
+
+class _Compiler:
+    """Compilation state: the graph, the proven intervals so far, the producers fused into
+    their consumer's step (by output tensor) and the run-time settings."""
+
+    def __init__(self, graph: Graph, settings: _Settings):
+        self.graph, self.settings = graph, settings
+        self.iv: dict[str, Interval | None] = {}
+        self.fused: dict[str, Node] = {}
+
+    def sole_user(self, node: Node) -> Node | None:
+        """The only consumer of ``node``'s output, unless that is the graph output."""
+        out = node.outputs[0]
+        users = self.graph.consumers(out)
+        return users[0] if len(users) == 1 and out != self.graph.output else None
+
+    def fusion(self, node: Node) -> Interval | None:
+        """``node``'s output interval if it runs inside its sole consumer's step, else None."""
+        fuse = KERNELS.entry(node).fuse
+        user = self.sole_user(node)
+        if fuse is None or user is None or any(self.iv.get(t) is None for t in node.inputs):
+            return None
+        return fuse(self, node, user)
+
+    def integers(self, node: Node) -> list[Interval]:
+        """The proven intervals of ``node``'s inputs; a float input has no integer kernel."""
+        ivs = [self.iv.get(t) for t in node.inputs]
+        if any(v is None for v in ivs):
+            raise GraphError(
+                f"node {node.name}: {node.op} on a float tensor has no integer semantics"
+            )
+        return ivs
+
+    def step(
+        self,
+        node: Node,
+        kernel: str,
+        interval: Interval | None,
+        fn: Callable[..., torch.Tensor],
+        inputs: list[str] | None = None,
+    ) -> Step:
+        ins = list(inputs or node.inputs)
+        return Step(node.name, node.op, kernel, ins, node.outputs[0], interval, fn)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """How the fast path runs one op: ``compile(c, node)`` returns its :class:`Step`;
+    ``fuse(c, node, user)``, if given, returns the node's output interval when it runs inside
+    its sole consumer ``user``'s step instead of its own (None: it does not)."""
+
+    compile: Callable[[_Compiler, Node], Step]
+    fuse: Callable[[_Compiler, Node, Node], Interval | None] | None = None
+
+
+def _reference(c: _Compiler, node: Node) -> Step:
+    """The reference's own code on int64 inputs (ops without a kernel: the tiny [N, classes]
+    float head); the output's interval is the op's own proven range (None: float)."""
+    ivs = [c.iv.get(t) for t in node.inputs]
+    ins = [None if v is None else Proven(v.lo, v.hi) for v in ivs]
+    proven = op_def(node).proven(c.graph, node, ins)
+    ints = [v is not None for v in ivs]
+
+    def ref(*xs):
+        ins = [v.to(torch.int64).numpy() if i else v.numpy() for v, i in zip(xs, ints, strict=True)]
+        return torch.from_numpy(np.ascontiguousarray(run_node(node, ins)))
+
+    return c.step(
+        node, "reference", None if proven is None else Interval(proven.lo, proven.hi), ref
+    )
+
+
+KERNELS: Backend[Kernel] = Backend("fast", fallback=Kernel(_reference), fallback_is="reference")
+"""Op -> its :class:`Kernel`; an op without one runs the reference's code."""
+
+
+def _kernel(*ops: str, fuse: Callable[[_Compiler, Node, Node], Interval | None] | None = None):
+    """Decorator: register a compile function (and fusion rule) for ``ops``."""
+
+    def add(compile: Callable[[_Compiler, Node], Step]):
+        KERNELS.register(*ops)(Kernel(compile, fuse))
+        return compile
+
+    return add
 
 
 class Plan:
@@ -110,31 +234,26 @@ class Plan:
         if in_t.dtype.kind not in ("uint", "int"):
             raise GraphError(f"graph input {graph.input} has type {in_t.dtype}, expected integers")
         self.input_interval = Interval(in_t.dtype.min, in_t.dtype.max)
-        self.input_shape = tuple(in_t.shape)
+        self._settings = _Settings()
+        c = _Compiler(graph, self._settings)
+        c.iv[graph.input] = self.input_interval
         needed = _ancestors(graph)
-        iv = {graph.input: self.input_interval}
-        fused = {}  # tensor -> the node producing it, run inside its sole consumer's step
-        self.steps = []
+        self.steps: list[Step] = []
         for node in graph.nodes:
             out = node.outputs[0]
             if out not in needed:
                 continue
-            if _fusable(node, graph, iv):
-                fused[out] = node
-                iv[out] = _fused_interval(node, iv)
+            fused = c.fusion(node)
+            if fused is not None:
+                c.fused[out], c.iv[out] = node, fused
                 continue
-            step = _compile(node, [iv.get(t) for t in node.inputs], graph, fused, iv)
-            iv[step.output] = step.interval
+            step = KERNELS.entry(node).compile(c, node)
+            c.iv[out] = step.interval
             self.steps.append(step)
-        self.intervals = iv
-        last_use = {}
-        for i, step in enumerate(self.steps):
-            for t in step.inputs:
-                last_use[t] = i
-        self._free = [
-            [t for t in s.inputs if last_use[t] == i and t != graph.output]
-            for i, s in enumerate(self.steps)
-        ]
+        self.intervals = c.iv
+        self._program, self._slots = _program(graph, self.steps)
+        self._format = format_for(self.input_interval.mag)
+        self._integer_output = c.iv[graph.output] is not None  # int64, as the reference
 
     def describe(self) -> list[dict]:
         """One row per step: node, op, kernel and proven output interval."""
@@ -151,11 +270,7 @@ class Plan:
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (or integer) NHWC pixels -> the graph output (float32 logits)."""
         x = np.asarray(pixels)
-        if x.ndim != 1 + len(self.input_shape) or tuple(x.shape[1:]) != self.input_shape:
-            raise GraphError(
-                f"input shape {tuple(x.shape)} does not match the graph's "
-                f"[N, {', '.join(map(str, self.input_shape))}]"
-            )
+        self.graph.check_input(x)
         if x.dtype.kind not in "iu":
             raise GraphError(f"input pixels must be integers, got dtype {x.dtype}")
         lo, hi = self.input_interval.lo, self.input_interval.hi
@@ -164,33 +279,23 @@ class Plan:
             raise GraphError(
                 f"input values {x.min()}..{x.max()} outside the graph input range {lo}..{hi}"
             )
-        if len(x) <= self.chunk:
-            return self._run(x)
-        starts = range(0, len(x), self.chunk)
-        return np.concatenate([self._run(x[i : i + self.chunk]) for i in starts])
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        n = len(x)
-        env = {
-            self.graph.input: torch.from_numpy(np.require(x, requirements="CW")).to(
-                format_for(self.input_interval.mag)
-            )
-        }
-        ieee = fp32_gemm_is_ieee()
+        self._settings.read()
         # NNPACK's Winograd/FFT is inexact; inference mode skips autograd bookkeeping
         with torch.inference_mode(), torch.backends.nnpack.flags(enabled=False):
-            return self._steps(n, env, ieee)
+            if len(x) <= self.chunk:
+                return self._run(x)
+            starts = range(0, len(x), self.chunk)
+            return np.concatenate([self._run(x[i : i + self.chunk]) for i in starts])
 
-    def _steps(self, n: int, env: dict, ieee: bool) -> np.ndarray:
-        for step, free in zip(self.steps, self._free, strict=True):
-            out = step.fn(*(env[t] for t in step.inputs), ieee=ieee)
-            env[step.output] = out.reshape(n, *step.shape)  # flatten = relabel, as the reference
-            for t in free:
-                del env[t]
-        out = env[self.graph.output]
-        if self.intervals[self.graph.output] is not None:  # an integer output, as the reference
-            out = out.to(torch.int64)
-        return out.numpy()
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        env: list[torch.Tensor | None] = [None] * self._slots
+        env[0] = torch.from_numpy(np.require(x, requirements="CW")).to(self._format)
+        for fn, ins, out, free in self._program:
+            env[out] = fn(*[env[i] for i in ins])
+            for i in free:
+                env[i] = None
+        y = env[-1]
+        return (y.to(torch.int64) if self._integer_output else y).numpy()
 
 
 def compile_plan(graph: Graph, chunk: int = 64) -> Plan:
@@ -203,7 +308,6 @@ def execute(graph: Graph, pixels: np.ndarray) -> np.ndarray:
     return Plan(graph).run(pixels)
 
 
-# -- compilation of one node ---------------------------------------------------------------
 def _ancestors(graph: Graph) -> set[str]:
     """Tensors the graph output depends on (LabelSelect and other side outputs are skipped)."""
     needed = {graph.output}
@@ -213,205 +317,225 @@ def _ancestors(graph: Graph) -> set[str]:
     return needed
 
 
-def _fusable(node: Node, graph: Graph, iv: dict) -> bool:
-    """Whether ``node`` runs inside its sole consumer's step instead of as its own step.
-
-    A sliding window feeding only an MVAU (a convolution) or a Pool (a max pool), a zero
-    padding feeding only a convolution's window (the convolution's ``padding``), a padding
-    feeding only a max pool's window with a value no larger than any input (the pool's -inf
-    padding, with every window holding an input), an add feeding only a Thresholding (one
-    pass).
-    """
-    out = node.outputs[0]
-    if out == graph.output or any(iv.get(t) is None for t in node.inputs):
-        return False
-    users = graph.consumers(out)
-    if len(users) != 1:
-        return False
-    user = users[0]
-    if node.op == "ConvolutionInputGenerator":
-        return user.op in ("MVAU", "Pool")
-    if node.op == "FMPadding":
-        if user.op != "ConvolutionInputGenerator" or not _fusable(
-            user, graph, {**iv, out: iv[node.inputs[0]]}
-        ):
-            return False
-        window_user = graph.consumers(user.outputs[0])[0]
-        if window_user.op == "Pool":
-            q, k = node.attrs["pad"], user.attrs["kernel"]
-            return node.attrs["pad_value"] <= iv[node.inputs[0]].lo and 2 * q <= k
-        return node.attrs["pad_value"] == 0
-    if node.op == "AddStreams":
-        return user.op == "Thresholding"
-    return False
-
-
-def _fused_interval(node: Node, iv: dict) -> Interval:
-    x = iv[node.inputs[0]]
-    if node.op == "FMPadding":
-        value = node.attrs["pad_value"]
-        return x.union(Interval(value, value))
-    if node.op == "AddStreams":
-        y = iv[node.inputs[1]]
-        return Interval(x.lo + y.lo, x.hi + y.hi)
-    return x
-
-
-def _compile(node: Node, ivs: list[Interval | None], graph: Graph, fused: dict, iv: dict) -> Step:
-    """One node's step; ``fused`` maps tensors to the producers run inside their consumer."""
-    a, p = node.attrs, node.params
-    out = node.outputs[0]
-    shape = tuple(graph.tensors[out].shape)
-
-    def step(kernel: str, interval: Interval | None, fn, inputs=None) -> Step:
-        return Step(
-            node.name, node.op, kernel, list(inputs or node.inputs), out, shape, interval, fn
+def _program(graph: Graph, steps: list[Step]) -> tuple[list[tuple], int]:
+    """The steps over numbered slots (the input first, the graph output last): (kernel, input
+    slots, output slot, slots freed after it), and the number of slots."""
+    order = [graph.input, *(s.output for s in steps if s.output != graph.output), graph.output]
+    slot = {t: i for i, t in enumerate(dict.fromkeys(order))}
+    last = {t: i for i, s in enumerate(steps) for t in s.inputs}
+    program = [
+        (
+            s.fn,
+            tuple(slot[t] for t in s.inputs),
+            slot[s.output],
+            tuple(slot[t] for t in dict.fromkeys(s.inputs) if last[t] == i and t != graph.output),
         )
-
-    if node.op in ("Affine", "LabelSelect"):  # tiny [N, classes] tensors: the reference's code
-
-        def ref(*xs, ieee):
-            ins = [
-                v.numpy() if iv is None else v.to(torch.int64).numpy()
-                for v, iv in zip(xs, ivs, strict=True)
-            ]
-            return torch.from_numpy(np.ascontiguousarray(run_node(node, ins)))
-
-        return step("reference", None, ref)
-    if any(v is None for v in ivs):
-        raise GraphError(f"node {node.name}: {node.op} on a float tensor has no integer semantics")
-    x = ivs[0]
-    if node.op == "Thresholding":
-        channels = graph.tensors[node.inputs[0]].shape[-1]
-        add = fused.get(node.inputs[0])
-        if add is None:
-            thr = _thresholding(node, p["thresholds"], x, channels)
-            return step(thr.kernel, thr.out, lambda v, ieee: thr.raw(v))
-        u, w = (iv[t] for t in add.inputs)
-        bound = max(u.mag, w.mag, x.mag)  # u, w and u + w (+ the shift) in any order
-        thr = _thresholding(node, p["thresholds"], x, channels, bound)
-        if thr.shift is not None:
-
-            def add_thr(u, w, ieee):
-                y = torch.add(u.to(torch.float32), thr.shift)
-                return thr.fn(y.add_(w.to(torch.float32)))
-
-            return step(f"add+{thr.kernel}", thr.out, add_thr, add.inputs)
-        fmt = format_for(bound)
-        return step(
-            f"add+{thr.kernel}",
-            thr.out,
-            lambda u, w, ieee: thr.fn(u.to(fmt) + w.to(fmt)),
-            add.inputs,
-        )
-    if node.op == "MVAU":
-        window = fused.get(node.inputs[0])
-        pad = None if window is None else fused.get(window.inputs[0])
-        inputs = (pad or window or node).inputs
-        return _mvau(node, x, lambda *args: step(*args, inputs), window, pad)
-    if node.op == "FMPadding":
-        q, value = a["pad"], a["pad_value"]
-        iv = x.union(Interval(value, value))
-        fmt = format_for(iv.mag)
-        return step("pad", iv, lambda v, ieee: F.pad(v.to(fmt), (0, 0, q, q, q, q), value=value))
-    if node.op == "ConvolutionInputGenerator":
-        k, s = a["kernel"], a["stride"]
-        return step("im2col-view", x, lambda v, ieee: _windows(v, k, s))
-    if node.op == "Pool":
-        return _pool(node, x, step, fused.get(node.inputs[0]), fused, iv)
-    if node.op == "StreamingMaxPool":
-        k = a["kernel"]
-
-        def maxpool(v, ieee):
-            if v.dtype == torch.float32:  # channels-last max_pool2d: same windows, max is exact
-                return F.max_pool2d(v.permute(0, 3, 1, 2), k, k).permute(0, 2, 3, 1)
-            n, h, w, c = v.shape
-            v = v[:, : h // k * k, : w // k * k]
-            return v.reshape(n, h // k, k, w // k, k, c).amax(dim=(2, 4))
-
-        return step("maxpool", x, maxpool)
-    if node.op == "AddStreams":
-        y = ivs[1]
-        iv = Interval(x.lo + y.lo, x.hi + y.hi)
-        fmt = format_for(max(iv.mag, x.mag, y.mag))
-        return step("add", iv, lambda u, v, ieee: u.to(fmt) + v.to(fmt))
-    if node.op == "DownSampler":
-        s = a["stride"]
-        return step("slice", x, lambda v, ieee: v[:, ::s, ::s, :])
-    if node.op == "ChannelPad":
-        before, after = a["before"], a["after"]
-        iv = x.union(Interval(0, 0))
-        return step("pad", iv, lambda v, ieee: F.pad(v, (before, after)))
-    if node.op == "StreamingConcat":
-        iv = x.union(*ivs[1:])
-        fmt = format_for(iv.mag)
-        return step("concat", iv, lambda *vs, ieee: torch.cat([v.to(fmt) for v in vs], dim=-1))
-    if node.op == "GlobalAccPool":
-        positions = int(np.prod(graph.tensors[node.inputs[0]].shape[:-1]))
-        iv = Interval(positions * x.lo, positions * x.hi)  # every partial sum lies within
-        fmt = format_for(iv.mag)
-        return step("sum", iv, lambda v, ieee: v.to(fmt).sum(dim=(1, 2)))
-    raise GraphError(f"node {node.name}: the fast path has no kernel for {node.op!r}")
+        for i, s in enumerate(steps)
+    ]
+    return program, len(slot)
 
 
-def _pool(node: Node, x: Interval, step, window: Node | None, fused: dict, iv: dict) -> Step:
+# -- kernels, one per op -------------------------------------------------------------------
+_WINDOW_USERS = ("MVAU", "Pool")
+"""Consumers that run a sliding window inside their own step (a convolution, a max pool)."""
+
+
+def _window_fuse(c: _Compiler, node: Node, user: Node) -> Interval | None:
+    """A sliding window feeding only an MVAU or a Pool runs inside it."""
+    return c.iv[node.inputs[0]] if user.op in _WINDOW_USERS else None
+
+
+@_kernel("ConvolutionInputGenerator", fuse=_window_fuse)
+def _window(c: _Compiler, node: Node) -> Step:
+    (x,) = c.integers(node)
+    k, s = node.attrs["kernel"], node.attrs["stride"]
+    return c.step(node, "im2col-view", x, lambda v: _windows(v, k, s))
+
+
+def _pad_interval(c: _Compiler, node: Node) -> Interval:
+    value = node.attrs["pad_value"]
+    return c.iv[node.inputs[0]].union(Interval(value, value))
+
+
+def _pad_fuse(c: _Compiler, node: Node, user: Node) -> Interval | None:
+    """A padding feeding only a fused window: a convolution's zero ``padding``, or a max
+    pool's -inf padding when the value is no larger than any input and every window holds an
+    input (2 q <= k)."""
+    window_user = c.sole_user(user)
+    if user.op != "ConvolutionInputGenerator" or window_user is None:
+        return None
+    value, q = node.attrs["pad_value"], node.attrs["pad"]
+    if window_user.op == "MVAU":
+        fits = value == 0
+    else:
+        fits = window_user.op == "Pool" and value <= c.iv[node.inputs[0]].lo
+        fits = fits and 2 * q <= user.attrs["kernel"]
+    return _pad_interval(c, node) if fits else None
+
+
+@_kernel("FMPadding", fuse=_pad_fuse)
+def _pad(c: _Compiler, node: Node) -> Step:
+    c.integers(node)
+    q, value = node.attrs["pad"], node.attrs["pad_value"]
+    iv = _pad_interval(c, node)
+    fmt = format_for(iv.mag)
+    return c.step(node, "pad", iv, lambda v: F.pad(_to(v, fmt), (0, 0, q, q, q, q), value=value))
+
+
+def _add_fuse(c: _Compiler, node: Node, user: Node) -> Interval | None:
+    """An add feeding only a Thresholding runs inside it (one pass)."""
+    if user.op != "Thresholding":
+        return None
+    x, y = (c.iv[t] for t in node.inputs)
+    return Interval(x.lo + y.lo, x.hi + y.hi)
+
+
+@_kernel("AddStreams", fuse=_add_fuse)
+def _add(c: _Compiler, node: Node) -> Step:
+    x, y = c.integers(node)
+    iv = Interval(x.lo + y.lo, x.hi + y.hi)
+    fmt = format_for(max(iv.mag, x.mag, y.mag))
+    return c.step(node, "add", iv, lambda u, v: _to(u, fmt) + _to(v, fmt))
+
+
+@_kernel("Thresholding")
+def _thresholds(c: _Compiler, node: Node) -> Step:
+    (x,) = c.integers(node)
+    thresholds = node.params["thresholds"]
+    channels = c.graph.tensors[node.inputs[0]].shape[-1]
+    add = c.fused.get(node.inputs[0])
+    if add is None:
+        thr = _thresholding(node, thresholds, x, channels)
+        return c.step(node, thr.kernel, thr.out, thr.raw)
+    u, w = (c.iv[t] for t in add.inputs)
+    bound = max(u.mag, w.mag, x.mag)  # u, w and u + w (+ the shift) in any order
+    thr = _thresholding(node, thresholds, x, channels, bound)
+    kernel = f"add+{thr.kernel}"
+    if thr.shift is not None:
+        shift, fn = thr.shift, thr.fn
+
+        def add_shifted(u, w):
+            return fn(torch.add(_to(u, torch.float32), shift).add_(_to(w, torch.float32)))
+
+        return c.step(node, kernel, thr.out, add_shifted, add.inputs)
+    fmt, fn = format_for(bound), thr.fn
+    return c.step(node, kernel, thr.out, lambda u, w: fn(_to(u, fmt) + _to(w, fmt)), add.inputs)
+
+
+@_kernel("MVAU")
+def _mvau_kernel(c: _Compiler, node: Node) -> Step:
+    (x,) = c.integers(node)
+    window = c.fused.get(node.inputs[0])
+    pad = None if window is None else c.fused.get(window.inputs[0])
+    return _mvau(c, node, x, window, pad)
+
+
+@_kernel("Pool")
+def _pool_kernel(c: _Compiler, node: Node) -> Step:
+    (x,) = c.integers(node)
+    return _pool(c, node, x, c.fused.get(node.inputs[0]))
+
+
+@_kernel("StreamingMaxPool")
+def _maxpool(c: _Compiler, node: Node) -> Step:
+    (x,) = c.integers(node)
+    k = node.attrs["kernel"]
+
+    def maxpool(v):
+        if v.dtype == torch.float32:  # channels-last max_pool2d: same windows, max is exact
+            return F.max_pool2d(v.permute(0, 3, 1, 2), k, k).permute(0, 2, 3, 1)
+        n, h, w, ch = v.shape
+        v = v[:, : h // k * k, : w // k * k]
+        return v.reshape(n, h // k, k, w // k, k, ch).amax(dim=(2, 4))
+
+    return c.step(node, "maxpool", x, maxpool)
+
+
+@_kernel("DownSampler")
+def _downsample(c: _Compiler, node: Node) -> Step:
+    (x,) = c.integers(node)
+    s = node.attrs["stride"]
+    return c.step(node, "slice", x, lambda v: v[:, ::s, ::s, :])
+
+
+@_kernel("ChannelPad")
+def _channel_pad(c: _Compiler, node: Node) -> Step:
+    (x,) = c.integers(node)
+    before, after = node.attrs["before"], node.attrs["after"]
+    return c.step(node, "pad", x.union(Interval(0, 0)), lambda v: F.pad(v, (before, after)))
+
+
+@_kernel("StreamingConcat")
+def _concat(c: _Compiler, node: Node) -> Step:
+    x, *rest = c.integers(node)
+    iv = x.union(*rest)
+    fmt = format_for(iv.mag)
+    return c.step(node, "concat", iv, lambda *vs: torch.cat([_to(v, fmt) for v in vs], dim=-1))
+
+
+@_kernel("GlobalAccPool")
+def _global_acc_pool(c: _Compiler, node: Node) -> Step:
+    (x,) = c.integers(node)
+    positions = int(np.prod(c.graph.tensors[node.inputs[0]].shape[:-1]))
+    iv = Interval(positions * x.lo, positions * x.hi)  # every partial sum lies within
+    fmt = format_for(iv.mag)
+    return c.step(node, "sum", iv, lambda v: _to(v, fmt).sum(dim=(1, 2)))
+
+
+@_kernel("Flatten")
+def _flatten(c: _Compiler, node: Node) -> Step:
+    """[N, H, W, C] -> [N, H*W*C] in NHWC order: a view, values unchanged (any format)."""
+    return c.step(node, "flatten", c.iv[node.inputs[0]], lambda v: v.flatten(1))
+
+
+def _pool(c: _Compiler, node: Node, x: Interval, window: Node | None) -> Step:
     """Max over windows: with its window (and padding) fused, torch's max_pool2d on the map,
     else the max over each position's k*k taps. A max only selects one of its inputs, so it
     is exact in any format; torch's -inf padding gives the maxima of the fused padding, whose
     value is no larger than any input (and torch pads at most k / 2, so every window holds
     an input): the output lies within the unpadded input's interval."""
-    k, c = node.attrs["kernel"], node.attrs["channels"]
+    k, ch = node.attrs["kernel"], node.attrs["channels"]
     if window is None:
 
-        def taps(v, ieee):
+        def taps(v):
             n, oh, ow, _ = v.shape
-            return v.reshape(n, oh, ow, k * k, c).amax(dim=3)
+            return v.reshape(n, oh, ow, k * k, ch).amax(dim=3)
 
-        return step("maxpool-taps", x, taps)
-    pad = fused.get(window.inputs[0])
+        return c.step(node, "maxpool-taps", x, taps)
+    pad = c.fused.get(window.inputs[0])
     s, q = window.attrs["stride"], 0 if pad is None else pad.attrs["pad"]
     src = (pad or window).inputs
-    out = iv[src[0]]
+    out = c.iv[src[0]]
 
-    def maxpool(v, ieee):
+    def maxpool(v):
         if v.dtype in (torch.float32, torch.float64):
             return F.max_pool2d(v.permute(0, 3, 1, 2), k, s, padding=q).permute(0, 2, 3, 1)
         if q:  # int64: pad with the smallest input value, then each window's max
             v = F.pad(v, (0, 0, q, q, q, q), value=out.lo)
         w = _windows(v, k, s)
-        return w.reshape(*w.shape[:3], k * k, c).amax(dim=3)
+        return w.reshape(*w.shape[:3], k * k, ch).amax(dim=3)
 
-    return step("maxpool-pad" if q else "maxpool", out, maxpool, src)
+    return c.step(node, "maxpool-pad" if q else "maxpool", out, maxpool, src)
 
 
 def _windows(v: torch.Tensor, k: int, s: int) -> torch.Tensor:
     """[N, H, W, C] -> [N, OH, OW, k, k, C] strided view; flattening gives (kh, kw, c) order."""
-    n, h, w, c = v.shape
+    n, h, w, ch = v.shape
     v = v.contiguous()
     oh, ow = (h - k) // s + 1, (w - k) // s + 1
     sn, sh, sw, sc = v.stride()
-    view = v.as_strided((n, oh, ow, k, k, c), (sn, sh * s, sw * s, sh, sw, sc))
-    return view.reshape(n, oh, ow, k * k * c)
+    view = v.as_strided((n, oh, ow, k, k, ch), (sn, sh * s, sw * s, sh, sw, sc))
+    return view.reshape(n, oh, ow, k * k * ch)
 
 
-def conv_is_exact() -> bool:
-    """Whether torch's CPU float32 conv2d is a plain sum of products right now.
-
-    With NNPACK switched off (as :meth:`Plan.run` does) torch dispatches a float32 CPU
-    convolution to oneDNN (direct algorithm: jit/brgemm/gemm kernels, no Winograd) or to its
-    own im2col + sgemm; both only multiply and add, in full float32 unless oneDNN's or the
-    matmul's reduced-precision modes are on.
-    """
-    return fp32_gemm_is_ieee() and torch.backends.mkldnn.conv.fp32_precision in ("none", "ieee")
-
-
-def _mvau(node: Node, x: Interval, step, window: Node | None, pad: Node | None) -> Step:
+def _mvau(c: _Compiler, node: Node, x: Interval, window: Node | None, pad: Node | None) -> Step:
     w = node.params["weights"].astype(np.int64)
-    lo = np.where(w > 0, w * x.lo, w * x.hi).sum(axis=1)
-    hi = np.where(w > 0, w * x.hi, w * x.lo).sum(axis=1)
+    lo, hi = acc_range(w, x.lo, x.hi)
     acc = Interval(int(lo.min()), int(hi.max()))
-    # every partial sum and product of any summation order is bounded by sum|w| * max|x|
-    bound = max(int(np.abs(w).sum(axis=1).max(initial=0)) * x.mag, x.mag)
+    # sum_k |w_jk| * max|x| (the range over [-|x|, |x|]) bounds every partial sum and
+    # product of any summation order; the inputs must convert too
+    _, rows = acc_range(w, -x.mag, x.mag)
+    bound = max(int(rows.max(initial=0)), x.mag)
     fmt = format_for(bound)
     weights = {
         torch.float32: torch.from_numpy(w.T.astype(np.float32)),
@@ -425,12 +549,13 @@ def _mvau(node: Node, x: Interval, step, window: Node | None, pad: Node | None) 
     # a shift (thresholds folded into a per-channel bias) implies bound + |shift| <= 2^24
     # (2^23 for half-integer shifts): every partial sum, bias added anywhere, is exact
     shift = None if thr is None else thr.shift
+    settings = c.settings
 
-    def gemm(v: torch.Tensor, ieee: bool) -> torch.Tensor:
-        use = torch.float64 if fmt == torch.float32 and not ieee else fmt
-        y = torch.matmul(v.to(use), weights[use])
+    def gemm(v: torch.Tensor) -> torch.Tensor:
+        use = torch.float64 if fmt == torch.float32 and not settings.ieee else fmt
+        y = torch.matmul(_to(v, use), weights[use])
         # a float64 accumulator of |acc| <= bound converts exactly; + shift stays exact
-        return y if shift is None else y.to(torch.float32).add_(shift)
+        return y if shift is None else _to(y, torch.float32).add_(shift)
 
     run = gemm
     if window is not None:
@@ -441,20 +566,20 @@ def _mvau(node: Node, x: Interval, step, window: Node | None, pad: Node | None) 
             w.reshape(w.shape[0], k, k, -1).transpose(0, 3, 1, 2).astype(np.float32)
         ).contiguous(memory_format=torch.channels_last)
 
-        def conv(v: torch.Tensor, ieee: bool) -> torch.Tensor:
-            if fmt == torch.float32 and conv_is_exact():
-                y = F.conv2d(
-                    v.to(torch.float32).permute(0, 3, 1, 2), kernel, bias=shift, stride=s, padding=q
-                )
-                return y.permute(0, 2, 3, 1)
+        def conv(v: torch.Tensor) -> torch.Tensor:
+            if fmt == torch.float32 and settings.conv:
+                v = _to(v, torch.float32).permute(0, 3, 1, 2)
+                return F.conv2d(v, kernel, bias=shift, stride=s, padding=q).permute(0, 2, 3, 1)
             if q:
                 v = F.pad(v, (0, 0, q, q, q, q))  # fused FMPadding (pad value 0)
-            return gemm(_windows(v, k, s), ieee)
+            return gemm(_windows(v, k, s))
 
         run, name = conv, name.replace("gemm", "conv") + ("-pad" if q else "")
+    inputs = (pad or window or node).inputs
     if thr is None:
-        return step(name, acc, run)
-    return step(f"{name}+{thr.kernel}", thr.out, lambda v, ieee: thr.fn(run(v, ieee)))
+        return c.step(node, name, acc, run, inputs)
+    fn = thr.fn
+    return c.step(node, f"{name}+{thr.kernel}", thr.out, lambda v: fn(run(v)), inputs)
 
 
 @dataclass
@@ -474,7 +599,7 @@ class Thresholds:
         """The thresholds applied to x (any exact format)."""
         if self.shift is None:
             return self.fn(v)
-        return self.fn(torch.add(v.to(torch.float32), self.shift))
+        return self.fn(torch.add(_to(v, torch.float32), self.shift))
 
 
 def _thresholding(
@@ -511,7 +636,7 @@ def _thresholding(
         t = torch.from_numpy(t.copy()).to(format_for(x.mag + 1))
         hit, miss = torch.tensor(b + s, dtype=ofmt), torch.tensor(b, dtype=ofmt)
         return Thresholds(
-            "thr-cmp", out, None, lambda v: torch.where(v.to(t.dtype) >= t, hit, miss)
+            "thr-cmp", out, None, lambda v: torch.where(_to(v, t.dtype) >= t, hit, miss)
         )
     if small_out and span * channels <= LUT_MAX and x.mag <= F32_EXACT:
         table = _table(x, thr, b, s)  # [span, C], the reference's own threshold
@@ -543,7 +668,7 @@ def _thresholding(
     base = torch.arange(channels, dtype=torch.int64) * steps
 
     def search(v: torch.Tensor) -> torch.Tensor:
-        count = torch.searchsorted(flat, v.to(torch.int64) + shift, right=True) - base
+        count = torch.searchsorted(flat, _to(v, torch.int64) + shift, right=True) - base
         return (count * s + b).to(ofmt)
 
     return Thresholds("thr-search", out, None, search)
@@ -598,12 +723,12 @@ def _affine_kernel(x: Interval, table: np.ndarray, b: int, s: int, out: Interval
         bt = torch.from_numpy(bias + b).to(torch.float32)
 
         def affine(v: torch.Tensor) -> torch.Tensor:
-            return torch.mul(v.to(torch.float32), at).add_(bt).floor_().clamp_(out.lo, out.hi)
+            return torch.mul(_to(v, torch.float32), at).add_(bt).floor_().clamp_(out.lo, out.hi)
     else:
         bt = torch.from_numpy(bias).to(torch.float32)
 
         def affine(v: torch.Tensor) -> torch.Tensor:
-            q = torch.mul(v.to(torch.float32), at).add_(bt).floor_().clamp_(0, steps)
+            q = torch.mul(_to(v, torch.float32), at).add_(bt).floor_().clamp_(0, steps)
             return q.mul_(s).add_(b)
 
     got = affine(torch.from_numpy(np.broadcast_to(xs, table.shape).copy()))

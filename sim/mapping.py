@@ -14,7 +14,10 @@ Rules (``docs/sim.md``, section "Layer mapping"):
 * AddStreams: SIMD adds, lanes as narrow as the output type allows (FOUR12 / TWO24 / ONE48).
 * Thresholding (also embedded in MVAUs), max pools: comparators in LUTs, counted.  The graph
   has no fixed-point requantization (A*B+C with rounding); it uses thresholds instead.
-* Everything else (padding, windows, down-sampling, concat, pools, float Affine) is fabric.
+* Everything else (padding, windows, down-sampling, concat, pools, float Affine) is fabric;
+  ``Flatten`` (a relabelling of the stream) uses nothing.
+
+Each op registers its entry in :data:`DSP`; an op without one is an error, never "fabric".
 
 A P-accumulating node whose proven bound (``acc_min``/``acc_max``) needs more than 48 bits is
 refused with a :class:`MappingError` naming the node.
@@ -23,11 +26,14 @@ refused with a :class:`MappingError` naming the node.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from hwbed.ir.backend import Backend
 from hwbed.ir.graph import Graph, Node
+from hwbed.ir.ops.mvau import acc_range
 from hwbed.ir.types import BIPOLAR, TERNARY, GraphError, IntType
 from hwbed.sim.dsp48 import P_BITS, Family, OpCount, Simd
 from hwbed.sim.packing import Int8Packing
@@ -171,8 +177,8 @@ def plan_mvau(graph: Graph, node: Node, family: Family, pack_int8: bool = True) 
     if "acc_min" in a:
         lo, hi = int(a["acc_min"]), int(a["acc_max"])
     else:
-        lo = int(np.where(w > 0, w * act[0], w * act[1]).sum(axis=1).min())
-        hi = int(np.where(w > 0, w * act[1], w * act[0]).sum(axis=1).max())
+        rows_lo, rows_hi = acc_range(w, *act)
+        lo, hi = int(rows_lo.min()), int(rows_hi.max())
     base = dict(
         mw=int(a["MW"]),
         mh=int(a["MH"]),
@@ -296,9 +302,29 @@ def _entry(op: str, kind: str, **kw) -> dict:
     return entry
 
 
-def _mvau_entry(graph: Graph, node: Node, family: Family, folding, pack_int8) -> dict:
-    plan = plan_mvau(graph, node, family, pack_int8)
-    f = _fold(node, folding, {"PE": plan.mh, "SIMD": plan.mw})
+@dataclass(frozen=True)
+class _Target:
+    """What a node is mapped onto: its graph, the slice family, the folding, INT8 packing."""
+
+    graph: Graph
+    family: Family
+    folding: dict | None
+    pack_int8: bool
+
+    def dims(self, node: Node) -> tuple[int, int]:
+        """Channels (last axis) and vectors (positions) of the node's first input."""
+        shape = self.graph.tensors[node.inputs[0]].shape
+        return shape[-1], math.prod(shape[:-1])
+
+
+DSP: Backend[Callable[[_Target, Node], dict]] = Backend("dsp")
+"""Op -> its :func:`dsp_report` entry; an op without one is an error naming it."""
+
+
+@DSP.register("MVAU")
+def _mvau_entry(t: _Target, node: Node) -> dict:
+    plan = plan_mvau(t.graph, node, t.family, t.pack_int8)
+    f = _fold(node, t.folding, {"PE": plan.mh, "SIMD": plan.mw})
     pe, simd = f["PE"], f["SIMD"]
     ops = plan.ops()
     logic_slices = pe * math.ceil(simd / LOGIC_WIDTH)
@@ -348,6 +374,83 @@ def _mvau_entry(graph: Graph, node: Node, family: Family, folding, pack_int8) ->
     )
 
 
+@DSP.register("AddStreams")
+def _add_streams(t: _Target, node: Node) -> dict:
+    channels, vectors = t.dims(node)
+    simd = add_simd(t.graph, node)
+    pe = _fold(node, t.folding, {"PE": channels})["PE"]
+    used = _signed_bits(*add_range(t.graph, node))
+    ops = OpCount(add=math.ceil(channels / simd.lanes) * vectors)
+    slices = math.ceil(pe / simd.lanes)
+    return _entry(
+        "AddStreams",
+        f"simd_add_{simd.name}",
+        PE=pe,
+        ops=asdict(ops),
+        slices=slices,
+        cycles=channels // pe * vectors,
+        dsp_cycles=math.ceil(ops.add / slices),
+        p_bits_used=used,
+        headroom_bits=simd.width - used,
+        note=f"{simd.lanes} lanes of {simd.width} bits per slice",
+    )
+
+
+@DSP.register("Thresholding")
+def _thresholding(t: _Target, node: Node) -> dict:
+    channels, vectors = t.dims(node)
+    pe = _fold(node, t.folding, {"PE": channels})["PE"]
+    return _entry(
+        "Thresholding",
+        "lut_compare",
+        PE=pe,
+        cycles=channels // pe * vectors,
+        lut={
+            "popcount_bits": 0,
+            "compare": _thresholds_compares(node, vectors, channels),
+            "add": 0,
+        },
+    )
+
+
+@DSP.register("StreamingMaxPool", "Pool")
+def _max_pool(t: _Target, node: Node) -> dict:
+    """k*k - 1 compares per output value."""
+    out = t.graph.tensors[node.outputs[0]].shape
+    k = node.attrs["kernel"]
+    compare = math.prod(out) * (k * k - 1)
+    return _entry(node.op, "lut_compare", lut={"popcount_bits": 0, "compare": compare, "add": 0})
+
+
+@DSP.register("GlobalAccPool")
+def _global_acc_pool(t: _Target, node: Node) -> dict:
+    channels, vectors = t.dims(node)
+    lut = {"popcount_bits": 0, "compare": 0, "add": vectors * channels}
+    return _entry(node.op, "fabric_add", lut=lut)
+
+
+@DSP.register("Affine")
+def _affine(t: _Target, node: Node) -> dict:
+    return _entry(node.op, "float", note="float32 logits, not on slices")
+
+
+@DSP.register(
+    "FMPadding",
+    "ConvolutionInputGenerator",
+    "DownSampler",
+    "ChannelPad",
+    "StreamingConcat",
+    "LabelSelect",
+)
+def _fabric(t: _Target, node: Node) -> dict:
+    return _entry(node.op, "fabric")
+
+
+@DSP.register("Flatten")
+def _flatten(t: _Target, node: Node) -> dict:
+    return _entry(node.op, "relabel", note="the same stream read flat: no slices, no logic")
+
+
 def dsp_report(
     graph: Graph, family: Family = Family.E1, folding: dict | None = None, pack_int8: bool = True
 ) -> dict[str, dict]:
@@ -359,64 +462,11 @@ def dsp_report(
     headroom_bits (48 - p_bits_used; None where P does not accumulate), lut (popcount_bits,
     compare, add: fabric work per image), packing (shift, max_depth, chains) and note.
     ``folding`` maps node names to {"PE": .., "SIMD": ..}; otherwise node attrs, default 1.
-    Raises MappingError for nodes that cannot be mapped exactly.
+    Raises MappingError for nodes that cannot be mapped exactly, GraphError for an op
+    without a :data:`DSP` entry.
     """
-    report = {}
-    for node in graph.nodes:
-        shape = graph.tensors[node.inputs[0]].shape
-        channels, vectors = shape[-1], math.prod(shape[:-1])
-        if node.op == "MVAU":
-            report[node.name] = _mvau_entry(graph, node, family, folding, pack_int8)
-        elif node.op == "AddStreams":
-            simd = add_simd(graph, node)
-            pe = _fold(node, folding, {"PE": channels})["PE"]
-            used = _signed_bits(*add_range(graph, node))
-            ops = OpCount(add=math.ceil(channels / simd.lanes) * vectors)
-            slices = math.ceil(pe / simd.lanes)
-            report[node.name] = _entry(
-                "AddStreams",
-                f"simd_add_{simd.name}",
-                PE=pe,
-                ops=asdict(ops),
-                slices=slices,
-                cycles=channels // pe * vectors,
-                dsp_cycles=math.ceil(ops.add / slices),
-                p_bits_used=used,
-                headroom_bits=simd.width - used,
-                note=f"{simd.lanes} lanes of {simd.width} bits per slice",
-            )
-        elif node.op == "Thresholding":
-            pe = _fold(node, folding, {"PE": channels})["PE"]
-            report[node.name] = _entry(
-                "Thresholding",
-                "lut_compare",
-                PE=pe,
-                cycles=channels // pe * vectors,
-                lut={
-                    "popcount_bits": 0,
-                    "compare": _thresholds_compares(node, vectors, channels),
-                    "add": 0,
-                },
-            )
-        elif node.op in ("StreamingMaxPool", "Pool"):  # k*k - 1 compares per output value
-            out = graph.tensors[node.outputs[0]].shape
-            k = node.attrs["kernel"]
-            report[node.name] = _entry(
-                node.op,
-                "lut_compare",
-                lut={"popcount_bits": 0, "compare": math.prod(out) * (k * k - 1), "add": 0},
-            )
-        elif node.op == "GlobalAccPool":
-            report[node.name] = _entry(
-                node.op,
-                "fabric_add",
-                lut={"popcount_bits": 0, "compare": 0, "add": vectors * channels},
-            )
-        elif node.op == "Affine":
-            report[node.name] = _entry(node.op, "float", note="float32 logits, not on slices")
-        else:
-            report[node.name] = _entry(node.op, "fabric")
-    return report
+    target = _Target(graph, family, folding, pack_int8)
+    return {node.name: DSP.entry(node)(target, node) for node in graph.nodes}
 
 
 def report_totals(report: dict[str, dict]) -> dict:

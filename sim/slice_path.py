@@ -2,20 +2,23 @@
 
 The reference path of the simulator: values go through :func:`hwbed.sim.dsp48.step` /
 ``run_chain`` (vectorised over batch x positions x channels) exactly as
-:mod:`hwbed.sim.mapping` maps them; LUT and fabric nodes (thresholds, padding, windows,
-pools, concat, affine) reuse :func:`hwbed.ir.reference.run_node`.  It must agree with
-:func:`hwbed.ir.reference.execute` on every output bit.
+:mod:`hwbed.sim.mapping` maps them.  The ops on slices register in :data:`SLICES`; LUT
+and fabric nodes (thresholds, padding, windows, pools, concat, affine, flatten) take its
+declared fallback, the reference semantics (:func:`hwbed.ir.reference.run_node`).  It must
+agree with :func:`hwbed.ir.reference.execute` on every output bit.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
+from hwbed.ir.backend import Backend
 from hwbed.ir.graph import Graph, Node
 from hwbed.ir.reference import run_node, threshold
-from hwbed.ir.types import GraphError
 from hwbed.sim.dsp48 import (
     AluMode,
     Family,
@@ -49,6 +52,27 @@ _CHUNK = 1 << 19
 """Elements (cycles x slices) per slice-model call, to bound memory."""
 
 
+@dataclass
+class _Run:
+    """One slice-level execution: the graph, the slice family, INT8 packing, op counts."""
+
+    graph: Graph
+    family: Family
+    pack_int8: bool
+    counts: dict[str, OpCount] | None
+
+
+def _reference(run: _Run, node: Node, ins: list[np.ndarray]) -> np.ndarray:
+    """LUT and fabric nodes: the reference semantics."""
+    return run_node(node, ins)
+
+
+SLICES: Backend[Callable[[_Run, Node, list[np.ndarray]], np.ndarray]] = Backend(
+    "slices", fallback=_reference, fallback_is="reference"
+)
+"""Op -> its execution on DSP48 slices; other ops run the reference semantics."""
+
+
 def execute_slices(
     graph: Graph,
     pixels: np.ndarray,
@@ -63,30 +87,23 @@ def execute_slices(
     operations actually executed per node (for the whole batch).  Raises MappingError when
     a node cannot be mapped exactly or a value leaves its declared type.
     """
-    expect = graph.tensors[graph.input].shape
-    if pixels.ndim != 1 + len(expect) or tuple(pixels.shape[1:]) != tuple(expect):
-        raise GraphError(
-            f"input shape {tuple(pixels.shape)} does not match the graph's "
-            f"[N, {', '.join(map(str, expect))}]"
-        )
+    graph.check_input(pixels)
+    run = _Run(graph, family, pack_int8, counts)
     env = {graph.input: pixels.astype(np.int64)}
     for node in graph.nodes:
-        ins = [env[t] for t in node.inputs]
-        if node.op in ("MVAU", "AddStreams"):
-            for t, x in zip(node.inputs, ins, strict=True):
-                _check_values(graph, node, t, x)
-            count = OpCount()
-            if node.op == "MVAU":
-                result = _mvau(graph, node, ins[0], family, pack_int8, count)
-            else:
-                result = _add(graph, node, ins, family, count)
-            if counts is not None:
-                counts[node.name] = count
-        else:
-            result = run_node(node, ins)
-        out = node.outputs[0]
-        env[out] = result.reshape(len(pixels), *graph.tensors[out].shape)
+        env[node.outputs[0]] = SLICES.entry(node)(run, node, [env[t] for t in node.inputs])
     return env[graph.output]
+
+
+def _on_slices(run: _Run, node: Node, ins: list[np.ndarray]) -> OpCount:
+    """Check that the inputs hold their declared types (the slice bounds are proven from
+    them); a fresh count of the node's slice operations."""
+    for t, x in zip(node.inputs, ins, strict=True):
+        _check_values(run.graph, node, t, x)
+    count = OpCount()
+    if run.counts is not None:
+        run.counts[node.name] = count
+    return count
 
 
 def _check_values(graph: Graph, node: Node, tensor: str, x: np.ndarray) -> None:
@@ -98,10 +115,11 @@ def _check_values(graph: Graph, node: Node, tensor: str, x: np.ndarray) -> None:
         )
 
 
-def _mvau(
-    graph: Graph, node: Node, x: np.ndarray, family: Family, pack_int8: bool, count: OpCount
-) -> np.ndarray:
-    plan = plan_mvau(graph, node, family, pack_int8)
+@SLICES.register("MVAU")
+def _mvau(run: _Run, node: Node, ins: list[np.ndarray]) -> np.ndarray:
+    count = _on_slices(run, node, ins)
+    family, x = run.family, ins[0]
+    plan = plan_mvau(run.graph, node, family, run.pack_int8)
     rows = x.reshape(-1, plan.mw)
     w = node.params["weights"].astype(np.int64)
     if plan.kind == "xnor":
@@ -219,12 +237,13 @@ def _abc(node: Node, plan: MvauPlan, x: np.ndarray, family: Family, count: OpCou
     ).reshape(x.shape[0], plan.mh)
 
 
-def _add(
-    graph: Graph, node: Node, ins: list[np.ndarray], family: Family, count: OpCount
-) -> np.ndarray:
+@SLICES.register("AddStreams")
+def _add(run: _Run, node: Node, ins: list[np.ndarray]) -> np.ndarray:
     """AddStreams as SIMD adds: A:B and C each carry ``lanes`` channels, P = C + A:B."""
     if len(ins) != 2:
         raise MappingError(f"node {node.name}: AddStreams with {len(ins)} inputs, expected 2")
+    count = _on_slices(run, node, ins)
+    family, graph = run.family, run.graph
     simd = add_simd(graph, node)
     cfg = SliceConfig(family, simd=simd, use_mult=False)
     lanes, width = simd.lanes, simd.width

@@ -1,4 +1,5 @@
-"""Shared helpers of the model tests, offered as fixtures (small shapes, calibration)."""
+"""Shared helpers of the tests, offered as fixtures: small shapes, calibration, seeded random
+calibrated twins and their lowered graphs, build folders."""
 
 from __future__ import annotations
 
@@ -37,6 +38,54 @@ def calibrate(model: torch.nn.Module, x: torch.Tensor) -> None:
     end_stats_phase(model, x)
 
 
+def random_twin(
+    spec: str,
+    shape: tuple[int, int, int],
+    *,
+    passes: int = 3,
+    batch: int = 8,
+    images: torch.Tensor | None = None,
+    end_stats: bool = False,
+) -> torch.nn.Module:
+    """A random-init twin of ``spec`` (10 classes, seed 0), calibrated, in eval mode.
+
+    ``passes`` training-mode forwards set BN statistics and Brevitas' runtime scales, each on
+    ``images`` or else on ``batch`` fresh uniform random images; with ``end_stats`` each pass
+    is :func:`calibrate` (the statistics phase ended: the learned scales take over).
+    """
+    from hwbed.models.zoo import build_model
+
+    torch.manual_seed(0)
+    model = build_model(spec, *shape, 10).train()
+    with torch.no_grad():
+        for _ in range(passes):
+            x = torch.rand(batch, *shape) if images is None else images
+            if end_stats:
+                calibrate(model, x)
+            else:
+                model(x)
+    return model.eval()
+
+
+def random_graph(spec: str, shape: tuple[int, int, int], **calibration):
+    """:func:`random_twin` (with ``calibration``'s settings) lowered to its integer graph."""
+    from hwbed.fpga.lowering.lower import lower
+
+    return lower(random_twin(spec, shape, **calibration), spec, shape)
+
+
+@pytest.fixture(name="random_twin", scope="session")
+def random_twin_fixture():
+    """:func:`random_twin`: the random-init -> calibrate set-up every lowering test shares."""
+    return random_twin
+
+
+@pytest.fixture(name="random_graph", scope="session")
+def random_graph_fixture():
+    """:func:`random_graph`: :func:`random_twin`, lowered."""
+    return random_graph
+
+
 @pytest.fixture
 def shape_of():
     return small_shape
@@ -59,15 +108,9 @@ def write_random_build(folder: Path, spec: str = "tfc-w1a1", shape=(1, 8, 8)) ->
     from hwbed.fpga.lowering.lower import lower
     from hwbed.models.checkpoint import CheckpointMeta, save_checkpoint
     from hwbed.models.spec import parse_spec
-    from hwbed.models.zoo import build_model
 
     folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    model = build_model(spec, *shape, 10).train()
-    with torch.no_grad():
-        for _ in range(3):  # Brevitas calibration
-            model(torch.rand(8, *shape))
-    model.eval()
+    model = random_twin(spec, shape)
     meta = CheckpointMeta(parse_spec(spec), "digits", shape, 10, complete=True)
     save_checkpoint(folder / "model.pt", model, meta)
     graph = lower(model, spec, shape)

@@ -32,8 +32,14 @@ def _edit_graph(folder: Path, edit) -> None:
     (folder / "graph.json").write_text(json.dumps(doc))
 
 
-def _tensor(doc: dict, name: str) -> dict:
-    return next(t for t in doc["tensors"] if t["name"] == name)
+def _tensor(doc: dict, label: str) -> dict:
+    """The tensor whose builder name ends in ``_<label>`` (``t<i>_<label>``)."""
+    return next(t for t in doc["tensors"] if t["name"].endswith(f"_{label}"))
+
+
+def _thresholded(doc: dict) -> dict:
+    """The first node with a thresholds param (a TFC graph starts with its Flatten)."""
+    return next(n for n in doc["nodes"] if "thresholds" in n["params"])
 
 
 def _variant(ws: Path, name: str, edit=None) -> Path:
@@ -68,10 +74,10 @@ def workspace(tmp_path_factory, random_build) -> Path:
         path.write_bytes(path.read_bytes()[:300])
     _variant(ws, "bad-op", lambda d: d["nodes"][0].__setitem__("op", 5))
     _variant(ws, "bad-dtype", lambda d: d["tensors"][1].__setitem__("dtype", "INT99"))
-    _variant(ws, "no-param-shape", lambda d: d["nodes"][0]["params"]["thresholds"].pop("shape"))
+    _variant(ws, "no-param-shape", lambda d: _thresholded(d)["params"]["thresholds"].pop("shape"))
     _variant(ws, "bad-input-shape", lambda d: d["tensors"][0].__setitem__("shape", [8, 8]))
     _variant(ws, "bad-meta", lambda d: d.__setitem__("meta", []))
-    _variant(ws, "narrow", lambda d: _tensor(d, "t7_last fc").__setitem__("dtype", "INT2"))
+    _variant(ws, "narrow", lambda d: _tensor(d, "last fc").__setitem__("dtype", "INT2"))
     _variant(ws, "gone-ckpt", lambda d: d["meta"].__setitem__("checkpoint", str(ws / "gone.pt")))
     nodes = json.loads((ws / "build" / "graph.json").read_text())["nodes"]
     mvaus = [n["name"] for n in nodes if n["name"].startswith("MVAU")][:3]
@@ -123,7 +129,7 @@ CASES = [
     case("verify-not-a-graph", "hwbed.verify", "{ws}/notes.txt", "{ws}/notes.txt"),
     case("verify-truncated-graph", "hwbed.verify", "{ws}/trunc-graph", "trunc-graph/graph.json"),
     case("verify-truncated-npz", "hwbed.verify", "{ws}/trunc-npz", "trunc-npz/graph.npz"),
-    case("verify-bad-field", "hwbed.verify", "{ws}/bad-op", "Thresholding_rtl_0", "'op'"),
+    case("verify-bad-field", "hwbed.verify", "{ws}/bad-op", "Flatten_0", "'op'"),
     case("verify-bad-dtype", "hwbed.verify", "{ws}/bad-dtype", "INT99"),
     case("verify-param-lacks-shape", "hwbed.verify", "{ws}/no-param-shape", "thresholds"),
     case("verify-bad-input-shape", "hwbed.verify", "{ws}/bad-input-shape", "pixels"),

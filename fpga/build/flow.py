@@ -6,13 +6,15 @@ Every step reads its inputs from the output folder and writes its artifact there
 resumes with ``start_step`` and stops early with ``stop_step``. Inputs (spec, folding file,
 optional extras) are checked before the first step. A design that does not fit the board
 still gets its graph, estimates, deploy package and verification, but no FINN folder; the
-build then raises :class:`DoesNotFitError`.
+build then raises :class:`DoesNotFitError`. Progress (each step, the folding, the summary)
+goes to the ``hwbed.progress`` logger, which the CLIs print on stdout.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import shutil
 import sys
 from collections.abc import Callable
@@ -117,16 +119,21 @@ class BuildConfig:
         return Path(self.out or f"build/{self.spec_name()}-{self.target}")
 
 
-Step = Callable[[BuildConfig, Path, Board], None]
+@dataclass(frozen=True)
+class Step:
+    """One build step: what it runs, and the line the build reports before running it."""
+
+    run: Callable[[BuildConfig, Path, Board], None]
+    description: str
 
 
-def _log(msg: str) -> None:
-    print(msg, flush=True)
+progress = logging.getLogger("hwbed.progress")
+"""What the build reports as it goes (steps, folding, summary); the CLIs print it on stdout."""
+log = logging.getLogger(__name__)
 
 
 # -- steps -----------------------------------------------------------------------------------
 def step_model(cfg: BuildConfig, out: Path, board: Board) -> None:
-    """Train, load or initialise the network; write model.pt (+ model card model.json)."""
     from hwbed.models.checkpoint import CheckpointMeta, card_path, load_checkpoint, save_checkpoint
 
     dst = out / "model.pt"
@@ -173,7 +180,7 @@ def _train(cfg: BuildConfig, spec: str) -> Path:
         progress=cfg.progress,
         force=cfg.force,
     )
-    _log(f"training {spec} on {cfg.data_name()} (cached in {tcfg.output_dir()})")
+    progress.info(f"training {spec} on {cfg.data_name()} (cached in {tcfg.output_dir()})")
     return train(tcfg)
 
 
@@ -184,10 +191,10 @@ def _quantized_model(cfg: BuildConfig, out: Path, dst: Path) -> None:
     settings finds it complete, other settings replace it.
     """
     from hwbed.models.checkpoint import card_path
-    from hwbed.models.quantize import quantize_checkpoint
+    from hwbed.models.quantize_checkpoint import quantize_checkpoint
 
     source = cfg.checkpoint or _train(cfg, cfg.source_spec_name())
-    _log(f"quantizing {source} to {cfg.quantize} (calibration on its training split)")
+    progress.info(f"quantizing {source} to {cfg.quantize} (calibration on its training split)")
     ckpt = quantize_checkpoint(
         source,
         cfg.quantize,
@@ -202,7 +209,7 @@ def _quantized_model(cfg: BuildConfig, out: Path, dst: Path) -> None:
     shutil.copyfile(card_path(ckpt), card_path(dst))
     card = json.loads(card_path(dst).read_text())
     origin = card["quantized_from"]
-    _log(
+    progress.info(
         f"deployed {card['spec']}: test accuracy {card['test_accuracy']:.4f} "
         f"(float {origin['spec']}: {origin['test_accuracy']:.4f}), "
         f"{origin['calibration']['images']} calibration images, "
@@ -232,17 +239,14 @@ def _calibrated_random(cfg: BuildConfig):
 
 
 def step_export(cfg: BuildConfig, out: Path, board: Board) -> None:
-    """QONNX export of the twin (what FINN consumes): model.qonnx.onnx."""
-    from hwbed.models.checkpoint import load_checkpoint
-
     from hwbed.fpga.export.qonnx_export import export_qonnx
+    from hwbed.models.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(out / "model.pt")
     export_qonnx(model, meta.input_shape, out / "model.qonnx.onnx")
 
 
 def step_lower(cfg: BuildConfig, out: Path, board: Board) -> None:
-    """Integer dataflow graph: graph.json + graph.npz."""
     from hwbed.fpga.lowering.lower import lower_checkpoint
 
     graph = lower_checkpoint(out / "model.pt")
@@ -250,8 +254,6 @@ def step_lower(cfg: BuildConfig, out: Path, board: Board) -> None:
 
 
 def step_fold(cfg: BuildConfig, out: Path, board: Board) -> None:
-    """Folding: a given FINN config, a target fps, or the fastest that fits the board."""
-    from hwbed.fpga.finn.nodes import finn_nodes
     from hwbed.fpga.finn.folding import (
         BudgetExceededError,
         apply_folding_config,
@@ -260,6 +262,7 @@ def step_fold(cfg: BuildConfig, out: Path, board: Board) -> None:
         fold_to_fit,
         save_folding_config,
     )
+    from hwbed.fpga.finn.nodes import finn_nodes
     from hwbed.ir.graph import Graph
 
     nodes = finn_nodes(Graph.load(out / "graph"))
@@ -278,23 +281,21 @@ def step_fold(cfg: BuildConfig, out: Path, board: Board) -> None:
             how = f"cheapest folding (nothing fits {board.name})"
     save_folding_config(extract_folding_config(nodes), out / "folding_config.json")
     (out / "hw_nodes.json").write_text(json.dumps({"folding": how, "nodes": nodes}, indent=1))
-    _log(f"folding: {how}")
+    progress.info(f"folding: {how}")
 
 
 def step_estimate(cfg: BuildConfig, out: Path, board: Board) -> None:
-    """FINN's estimate reports (report/*.json) and hwbed's summary.json."""
+    from hwbed.fpga.finn.estimates import dma_bound_fps, write_estimate_reports
+    from hwbed.fpga.finn.memory import device_memory_mb
+    from hwbed.ir.graph import Graph
     from hwbed.models.checkpoint import load_checkpoint
     from hwbed.models.cost import model_cost
 
-    from hwbed.fpga.finn.estimates import dma_bound_fps, estimate_reports, write_estimate_reports
-    from hwbed.ir.graph import Graph
-    from hwbed.fpga.finn.memory import device_memory_mb
-
-    nodes = json.loads((out / "hw_nodes.json").read_text())["nodes"]
+    hw_nodes = json.loads((out / "hw_nodes.json").read_text())
+    nodes = hw_nodes["nodes"]
     write_estimate_reports(nodes, out / "report", board.part, board.clk_ns)
-    reports = estimate_reports(nodes, board.part, board.clk_ns)
-    perf = reports["estimate_network_performance.json"]
-    total = reports["estimate_layer_resources.json"]["total"]
+    perf = json.loads((out / "report" / "estimate_network_performance.json").read_text())
+    total = json.loads((out / "report" / "estimate_layer_resources.json").read_text())["total"]
     graph = Graph.load(out / "graph")
     model, meta = load_checkpoint(out / "model.pt")
     cost = model_cost(model, meta.spec, meta.input_shape)
@@ -340,11 +341,16 @@ def step_estimate(cfg: BuildConfig, out: Path, board: Board) -> None:
         "ncc_m": cost.ncc_m,
         "memory_mb": cost.memory_mb,
         "device_memory_mb": device_memory_mb(graph),
+        "dsp_slice_model": _dsp_model(board),
         "dsp_slice_ops": _dsp_ops(graph, board, nodes),
-        "folding": json.loads((out / "hw_nodes.json").read_text())["folding"],
+        "folding": hw_nodes["folding"],
     }
+    if board.dsp_type == "DSP58":
+        note = DSP58_NOTE.format(part=board.part)
+        log.warning("%s", note)
+        summary.setdefault("notes", []).append(note)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(format_summary(summary))
+    progress.info(format_summary(summary))
 
 
 def _float_vs_deployed(card: dict[str, Any]) -> dict[str, Any]:
@@ -418,19 +424,26 @@ def _does_not_fit(summary: dict[str, Any], out: Path) -> DoesNotFitError:
     )
 
 
-def _dsp_ops(graph, board: Board, nodes: list[dict]) -> dict | str:
+DSP58_NOTE = (
+    "{part} has DSP58 slices, which the simulator does not model: dsp_slice_ops maps the "
+    "graph onto DSP48E2 slices instead (dsp_slice_model); the resource estimates are FINN's "
+    "for this part"
+)
+"""Summary note (and build warning) of a Versal part: its slice ops are counted as DSP48E2."""
+
+
+def _dsp_model(board: Board) -> str:
+    """The slice the simulator's mapping counts on: the part's own, DSP48E2 for a DSP58."""
+    return "DSP48E1" if board.dsp_type == "DSP48E1" else "DSP48E2"
+
+
+def _dsp_ops(graph, board: Board, nodes: list[dict]) -> dict:
     """DSP48 slice operations per frame under this folding, from the simulator's mapping."""
-    try:
-        from hwbed.sim.dsp48 import Family
-        from hwbed.sim.mapping import dsp_report, report_totals
-    except ImportError:
-        return "unavailable (hwbed.sim.mapping not installed)"
-    family = Family.E1 if board.dsp_type == "DSP48E1" else Family.E2
+    from hwbed.sim.dsp48 import Family
+    from hwbed.sim.mapping import dsp_report, report_totals
+
+    family = Family.E1 if _dsp_model(board) == "DSP48E1" else Family.E2
     folding = {n["name"]: {k: n[k] for k in ("PE", "SIMD") if k in n} for n in nodes}
-    for node in graph.nodes:  # a threshold fused with a flatten folds over the flat vector
-        channels = graph.tensors[node.inputs[0]].shape[-1]
-        if node.op == "Thresholding" and channels % folding.get(node.name, {}).get("PE", 1):
-            folding[node.name] = {"PE": 1}
     return report_totals(dsp_report(graph, family, folding))
 
 
@@ -454,14 +467,12 @@ def format_summary(s: dict[str, Any]) -> str:
         f"   device memory (what the integer graph stores) {s['device_memory_mb']:.4f} MB",
     ]
     lines += _accuracy_lines(s)
-    ops = s.get("dsp_slice_ops")
-    if isinstance(ops, dict):
-        o = ops["ops"]
-        lines.append(
-            f"   DSP48 slice ops/frame (simulator mapping): {o['total']:,} "
-            f"(MAC {o['mac']:,}, packed INT8 {o['packed_int8']:,}, XNOR {o['logic']:,}, "
-            f"SIMD add {o['add']:,})"
-        )
+    o = s["dsp_slice_ops"]["ops"]
+    lines.append(
+        f"   DSP48 slice ops/frame (simulator mapping): {o['total']:,} "
+        f"(MAC {o['mac']:,}, packed INT8 {o['packed_int8']:,}, XNOR {o['logic']:,}, "
+        f"SIMD add {o['add']:,})"
+    )
     return "\n".join(lines)
 
 
@@ -485,13 +496,12 @@ def _accuracy_lines(s: dict[str, Any]) -> list[str]:
 
 
 def step_finn_folder(cfg: BuildConfig, out: Path, board: Board) -> None:
-    """finn/: QONNX model, folding config, DataflowBuildConfig JSON, build.py, README."""
     from hwbed.fpga.finn.folder import write_finn_folder
 
     if not _fits(out):
         if (out / "finn").is_dir():
             shutil.rmtree(out / "finn")  # an earlier folding's folder no longer applies
-        _log(f"finn_folder: skipped, the design does not fit {board.name}")
+        progress.info(f"finn_folder: skipped, the design does not fit {board.name}")
         return
     write_finn_folder(out, board)
 
@@ -503,16 +513,13 @@ def _fits(out: Path) -> bool:
 
 
 def step_deploy(cfg: BuildConfig, out: Path, board: Board) -> None:
-    """deploy/: the graph and a query-server launcher (simulator here, FINN driver on board)."""
     from hwbed.fpga.deploy.package import write_deploy_package
 
     write_deploy_package(out, board)
 
 
 def step_verify(cfg: BuildConfig, out: Path, board: Board) -> None:
-    """Fast path, slice path, qonnx rendering and twin against the reference executor."""
-    from hwbed.verify import input_pixels, verify
-
+    from hwbed.fpga.build.verify import input_pixels, verify
     from hwbed.ir.graph import Graph
 
     graph = Graph.load(out / "graph")
@@ -520,7 +527,7 @@ def step_verify(cfg: BuildConfig, out: Path, board: Board) -> None:
     report = verify(graph, pixels)
     text = json.dumps(report.to_dict(source), indent=2, default=_json_scalar)
     (out / "verify.json").write_text(text + "\n")
-    _log(f"verify on {len(pixels)} images ({source}):\n{report.table()}")
+    progress.info(f"verify on {len(pixels)} images ({source}):\n{report.table()}")
     if report.status != 0:
         raise BuildError("verification failed: a path disagrees with the reference executor")
 
@@ -533,25 +540,43 @@ def _json_scalar(value: Any) -> Any:
 
 
 def step_run_finn(cfg: BuildConfig, out: Path, board: Board) -> None:
-    """Run FINN's build_dataflow_cfg on finn/ and compare its estimates with hwbed's."""
     from hwbed.fpga.finn.folder import run_finn
 
     if not _fits(out):
-        _log(f"run_finn: skipped, the design does not fit {board.name} (no FINN folder)")
+        progress.info(f"run_finn: skipped, the design does not fit {board.name} (no FINN folder)")
         return
     run_finn(out)
 
 
 STEPS: dict[str, Step] = {
-    "model": step_model,
-    "export": step_export,
-    "lower": step_lower,
-    "fold": step_fold,
-    "estimate": step_estimate,
-    "finn_folder": step_finn_folder,
-    "deploy": step_deploy,
-    "verify": step_verify,
-    "run_finn": step_run_finn,
+    "model": Step(
+        step_model,
+        "Train, load or initialise the network; write model.pt (+ model card model.json).",
+    ),
+    "export": Step(step_export, "QONNX export of the twin (what FINN consumes): model.qonnx.onnx."),
+    "lower": Step(step_lower, "Integer dataflow graph: graph.json + graph.npz."),
+    "fold": Step(
+        step_fold, "Folding: a given FINN config, a target fps, or the fastest that fits the board."
+    ),
+    "estimate": Step(
+        step_estimate, "FINN's estimate reports (report/*.json) and hwbed's summary.json."
+    ),
+    "finn_folder": Step(
+        step_finn_folder,
+        "finn/: QONNX model, folding config, DataflowBuildConfig JSON, build.py, README.",
+    ),
+    "deploy": Step(
+        step_deploy,
+        "deploy/: the graph and a query-server launcher (simulator here, FINN driver on board).",
+    ),
+    "verify": Step(
+        step_verify,
+        "Fast path, slice path, qonnx rendering and twin against the reference executor.",
+    ),
+    "run_finn": Step(
+        step_run_finn,
+        "Run FINN's build_dataflow_cfg on finn/ and compare its estimates with hwbed's.",
+    ),
 }
 
 ESTIMATE_ONLY = ("model", "export", "lower", "fold", "estimate", "finn_folder", "deploy", "verify")
@@ -598,14 +623,13 @@ def build(cfg: BuildConfig) -> Path:
     (out / "build_config.json").write_text(json.dumps(_portable(cfg, out), indent=2) + "\n")
     for i in range(first, last + 1):
         name = steps[i]
-        _log(f"[{i + 1}/{len(steps)}] {name}: {STEPS[name].__doc__.splitlines()[0]}")
+        progress.info(f"[{i + 1}/{len(steps)}] {name}: {STEPS[name].description}")
         try:
-            STEPS[name](cfg, out, board)
+            STEPS[name].run(cfg, out, board)
         except BuildError:
             raise
         except (ValueError, FileNotFoundError, RuntimeError) as err:
             raise BuildError(f"step {name} failed: {err}") from err
-    sys.stdout.flush()
     if last >= steps.index("estimate") and not _fits(out):
         raise _does_not_fit(json.loads((out / "summary.json").read_text()), out)
     return out

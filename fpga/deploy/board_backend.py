@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from hwbed.attacks.executable import BaseExecutable
+from hwbed.ir.executable import BaseExecutable
 
 
 class BoardError(RuntimeError):

@@ -4,7 +4,7 @@
 server's ``/v1/info``; ``... predict images.npy [--out scores.npy]`` sends a saved batch
 [N, C, H, W] (uint8, or float in [0, 1]) and prints the top-1 label of each image. A bad
 token file is one ``error:`` line and exit 2, a refused or failed request exit 1. The library
-client is :class:`hwbed.attacks.remote.RemoteExecutable`.
+client is :class:`hwbed.fpga.deploy.remote.RemoteExecutable`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from hwbed.attacks.remote import RemoteError, RemoteExecutable
+from hwbed.fpga.deploy.remote import RemoteError, RemoteExecutable
 from hwbed.fpga.deploy.server import StartupError, read_token
 
 

@@ -48,7 +48,7 @@ def write_deploy_package(build_dir: Path, board: Board) -> Path:
   and generated PYNQ driver (`../finn/output/deploy/`, produced by the FINN build).
 - `token`: the bearer token clients must send (`Authorization: Bearer ...`); keep it secret.
 
-Client: `hwbed.attacks.remote.RemoteExecutable("http://HOST:8088", token)` is an Executable,
+Client: `hwbed.fpga.deploy.remote.RemoteExecutable("http://HOST:8088", token)` is an Executable,
 so every attack runs against the server unchanged. Protocol: `docs/deploy.md`.
 """)
     return folder

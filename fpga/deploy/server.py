@@ -41,9 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from hwbed.attacks.executable import BaseExecutable, Executable
-from hwbed.ir.graph import SCHEMA, Graph
-from hwbed.ir.reference import execute
+from hwbed.ir.executable import Executable, ReferenceExecutable, graph_input_chw, load_graph
 from hwbed.ir.types import GraphError
 
 log = logging.getLogger("hwbed.fpga.deploy")
@@ -77,88 +75,13 @@ class RequestError(Exception):
         self.message = message
 
 
-class ReferenceExecutable(BaseExecutable):
-    """The plain numpy reference executor of a lowered graph, as an Executable.
-
-    Bit-exact by definition: it states the graph's integer semantics that the simulator and
-    the hardware must reproduce. The graph's output tensor holds the logits.
-    """
-
-    bit_exact = True
-
-    def __init__(self, graph: Graph, name: str | None = None):
-        super().__init__(
-            name or f"{graph.meta.get('model', 'graph')}-reference",
-            graph_input_chw(graph),
-            graph.tensors[graph.output].shape[-1],
-        )
-        self.graph = graph
-
-    def forward(self, pixels: np.ndarray) -> np.ndarray:
-        frame = self.graph.tensors[self.graph.input].shape  # NHWC, or flat
-        nhwc = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1)).reshape(len(pixels), *frame)
-        out = execute(self.graph, nhwc)
-        return np.asarray(out, dtype=np.float32).reshape(len(pixels), -1)
-
-
-def graph_input_chw(graph: Graph) -> tuple[int, int, int]:
-    """The (C, H, W) image a graph takes: ``meta['input_chw']``, else its NHWC input tensor."""
-    if "input_chw" in graph.meta:
-        return tuple(int(v) for v in graph.meta["input_chw"])
-    shape = graph.tensors[graph.input].shape
-    if len(shape) != 3:
-        raise GraphError(
-            f"graph input {graph.input!r} has shape {shape}; cannot tell (C, H, W) "
-            "without meta['input_chw']"
-        )
-    h, w, c = shape
-    return (c, h, w)
-
-
-def find_graph(path: str | Path) -> Path:
-    """A graph JSON, or the one in a build folder (``graph.json`` first, then any hwbed graph).
-
-    A missing path or a folder without a graph is a FileNotFoundError; a graph file or a
-    folder's ``graph.json`` that is not JSON (truncated, say) is a GraphError, not skipped.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        if not path.with_suffix(".json").is_file():
-            raise FileNotFoundError(errno.ENOENT, "no such graph or build folder", str(path))
-        _read_json(path.with_suffix(".json"))
-        return path.with_suffix(".json")
-    not_json = []
-    for candidate in [path / "graph.json", *sorted(path.glob("*.json"))]:
-        if not candidate.is_file():
-            continue
-        try:
-            doc = _read_json(candidate)
-        except GraphError:
-            if candidate.name == "graph.json":
-                raise
-            not_json.append(candidate.name)
-            continue
-        if isinstance(doc, dict) and doc.get("schema") == SCHEMA:
-            return candidate
-    hint = f"; not JSON: {', '.join(not_json)}" if not_json else ""
-    raise FileNotFoundError(
-        errno.ENOENT, f"no hwbed graph JSON (schema {SCHEMA!r}) in this folder{hint}", str(path)
-    )
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
-        raise GraphError(f"{path}: truncated or corrupt graph JSON: {err}") from err
-
-
 def graph_executable(path: str | Path, backend: str = "auto") -> Executable:
-    """Load a graph and wrap it: the DSP48 simulator (``sim``) or the reference executor.
+    """Load a graph (:func:`~hwbed.ir.executable.load_graph`) and wrap it: the DSP48 simulator
+    (``sim``) or the reference executor.
 
     ``auto`` takes the simulator when ``hwbed.sim.executable`` exists, else the reference.
     """
-    graph = Graph.load(find_graph(path))
+    graph = load_graph(path)
     if backend in ("auto", "sim"):
         try:
             from hwbed.sim.executable import SimExecutable
@@ -732,7 +655,7 @@ def _starting(culprit: str | Path):
         yield
     except StartupError:
         raise
-    except FileNotFoundError as err:  # find_graph: no such path, no graph in the folder
+    except FileNotFoundError as err:  # load_graph: no such path, no graph in the folder
         raise StartupError(err.strerror or "not found", err.filename or culprit) from err
     except OSError as err:
         raise StartupError(f"cannot read: {err.strerror or err}", err.filename or culprit) from err
@@ -757,7 +680,7 @@ def _open(args, parser: argparse.ArgumentParser) -> QueryServer:
         num_classes, input_shape = args.num_classes, args.input_shape
         if args.graph:
             with _starting(args.graph):
-                graph = Graph.load(find_graph(args.graph))
+                graph = load_graph(args.graph)
             num_classes = num_classes or graph.tensors[graph.output].shape[-1]
             input_shape = input_shape or graph_input_chw(graph)
         if not num_classes:

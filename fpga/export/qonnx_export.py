@@ -27,27 +27,13 @@ import torch
 from qonnx.core.modelwrapper import ModelWrapper
 from torch import nn
 
+from hwbed.fpga.export.qonnx_io import ExportError, batches, fix_opset_order, load_qonnx
+
 QUANT_OPS = ("Quant", "BipolarQuant", "Trunc")
 """QONNX quantization ops that are kept unfolded in the exported graph."""
 
 INPUT_NAME, OUTPUT_NAME = "global_in", "global_out"
 """Graph input/output names after ``GiveReadableTensorNames`` (and in :func:`export_onnx`)."""
-
-
-class ExportError(RuntimeError):
-    """A network (or one of its modules) that cannot be exported or cleaned up."""
-
-
-def fix_opset_order(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Put the standard ONNX domain first in ``opset_import`` (in place; pitfall P1).
-
-    qonnx's constant folding reads ``opset_import[0].version`` as the ONNX opset; the dynamo
-    exporter lists the qonnx custom domain first.
-    """
-    imports = sorted(model.opset_import, key=lambda o: o.domain not in ("", "ai.onnx"))
-    del model.opset_import[:]
-    model.opset_import.extend(imports)
-    return model
 
 
 def cleanup_qonnx(model: ModelWrapper) -> ModelWrapper:
@@ -213,15 +199,6 @@ def export_onnx(
     return proto
 
 
-def load_qonnx(model_or_path: ModelWrapper | onnx.ModelProto | str | Path) -> ModelWrapper:
-    """A ModelWrapper for a QONNX model given as wrapper, proto or file."""
-    if isinstance(model_or_path, ModelWrapper):
-        return model_or_path
-    if isinstance(model_or_path, onnx.ModelProto):
-        return ModelWrapper(model_or_path)
-    return ModelWrapper(str(model_or_path))
-
-
 def run_qonnx(
     model_or_path: ModelWrapper | onnx.ModelProto | str | Path, x_float: np.ndarray
 ) -> np.ndarray:
@@ -245,17 +222,9 @@ def run_qonnx(
     if x.ndim != len(shape) or list(x.shape[1:]) != list(shape[1:]):
         raise ValueError(f"input of shape {x.shape} does not fit the graph input {shape}")
     outs = []
-    for chunk in _chunks(x, shape[0]):
+    for chunk in batches(x, shape[0]):
         outs.append(execute_onnx(model, {iname: chunk})[oname])
     return np.concatenate(outs)[: len(x)]
-
-
-def _chunks(x: np.ndarray, size: int) -> list[np.ndarray]:
-    """``x`` cut into batches of exactly ``size`` rows, the last one zero-padded."""
-    pad = -len(x) % size
-    if pad:
-        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), dtype=x.dtype)])
-    return [x[i : i + size] for i in range(0, len(x), size)]
 
 
 def _probe_input(batch_size: int, input_shape: Sequence[int]) -> torch.Tensor:

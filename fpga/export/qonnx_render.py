@@ -1,6 +1,7 @@
 """Render the integer dataflow graph as a QONNX model and run it with qonnx's executor.
 
-The rendering uses standard ONNX ops and qonnx 1.0.0's custom ops (domain
+Each op registers its renderer in :data:`RENDERERS`. The rendering uses standard ONNX ops
+(``Reshape`` for ``Flatten``) and qonnx 1.0.0's custom ops (domain
 ``qonnx.custom_op.general``): ``MultiThreshold`` for thresholds, ``Im2Col`` for the sliding
 window, ``XnorPopcountMatMul`` for binary layers without zero padding, ``MaxPoolNHWC`` for max
 pooling (a padded, strided ``Pool`` with its window and padding too: onnxruntime pads with
@@ -19,8 +20,8 @@ first), so :func:`run_qonnx_render` executes one image at a time.
 
 from __future__ import annotations
 
-import math
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
@@ -28,7 +29,9 @@ from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 
+from hwbed.ir.backend import Backend
 from hwbed.ir.graph import Graph, Node
+from hwbed.ir.ops.mvau import acc_bound
 from hwbed.ir.types import BIPOLAR, GraphError, IntType
 
 DOMAIN = "qonnx.custom_op.general"
@@ -160,121 +163,17 @@ class _Renderer:
             data_layout=layout,
         )
 
-    # -- nodes -------------------------------------------------------------------------------
     def node(self, node: Node) -> None:
-        """Render one node into tensor ``node.outputs[0]``, reshaping if the graph relabels it."""
+        """Render one node into tensor ``node.outputs[0]`` (unless rendered inside another)."""
+        if node.name in self.fused or node.name in self.skipped:
+            return
         out = node.outputs[0]
-        if (node.op == "FMPadding" and node.name in self.fused) or node.name in self.skipped:
-            return
-        declared = self.shape(out)
-        natural = self.natural_shape(node)
-        if math.prod(natural) != math.prod(declared):
-            raise GraphError(
-                f"node {node.name}: output {out!r} is declared {declared} but the op "
-                f"produces {natural}"
-            )
-        target = out if natural == declared else f"{out}/natural"
         dtype = self.itype(out)
-        getattr(self, f"r_{node.op}")(
-            node, target, natural, None if dtype.kind == "float" else dtype.finn
-        )
-        if target != out:
-            s = self.const(f"{out}/shape", np.array([self.batch, *declared], dtype=np.int64))
-            self.emit(
-                "Reshape", [target, s], out, declared, None if dtype.kind == "float" else dtype.finn
-            )
-
-    def natural_shape(self, node: Node) -> tuple[int, ...]:
-        """Shape of a node's result before the graph relabels it (flattening)."""
-        a = node.attrs
-        s = self.shape(node.inputs[0])
-        if node.op in ("Thresholding", "AddStreams", "Affine"):
-            return s
-        if node.op == "FMPadding":
-            return (s[0] + 2 * a["pad"], s[1] + 2 * a["pad"], s[2])
-        if node.op == "ConvolutionInputGenerator":
-            k, st = a["kernel"], a["stride"]
-            return ((s[0] - k) // st + 1, (s[1] - k) // st + 1, k * k * s[2])
-        if node.op == "MVAU":
-            return (*s[:-1], a["MH"])
-        if node.op == "StreamingMaxPool":
-            return (s[0] // a["kernel"], s[1] // a["kernel"], s[2])
-        if node.op == "Pool":
-            return (s[0], s[1], a["channels"])
-        if node.op == "DownSampler":
-            return (-(-s[0] // a["stride"]), -(-s[1] // a["stride"]), s[2])
-        if node.op == "ChannelPad":
-            return (*s[:-1], s[-1] + a["before"] + a["after"])
-        if node.op == "StreamingConcat":
-            return (*s[:-1], sum(self.shape(t)[-1] for t in node.inputs))
-        if node.op == "GlobalAccPool":
-            return (s[-1],)
-        if node.op == "LabelSelect":
-            return (*s[:-1], a["k"])
-        raise GraphError(f"node {node.name}: no QONNX rendering for op {node.op!r}")
-
-    def r_Thresholding(self, node, out, shape, dtype):
-        self.thresholds(node, node.inputs[0], node.params["thresholds"], out, shape, dtype)
-
-    def r_FMPadding(self, node, out, shape, dtype):
-        q = node.attrs["pad"]
-        pads = self.const(f"{out}/pads", np.array([0, q, q, 0, 0, q, q, 0], dtype=np.int64))
-        value = self.const(f"{out}/value", np.array(node.attrs["pad_value"], dtype=np.float32))
-        self.emit("Pad", [node.inputs[0], pads, value], out, shape, dtype, mode="constant")
-
-    def r_ConvolutionInputGenerator(self, node, out, shape, dtype):
-        x, pad, value = node.inputs[0], 0, 0
-        src = self.g.producer(x)
-        if src is not None and src.name in self.fused:
-            x, pad, value = src.inputs[0], src.attrs["pad"], src.attrs["pad_value"]
-            self.dtypes.setdefault(x, self.itype(x).finn)
-        k, s = node.attrs["kernel"], node.attrs["stride"]
-        self.emit(
-            "Im2Col",
-            [x],
-            out,
-            shape,
-            dtype,
-            DOMAIN,
-            stride=[s, s],
-            kernel_size=[k, k],
-            input_shape=str((self.batch, *self.shape(x))),
-            pad_amount=[pad] * 4,
-            pad_value=int(value),
+        RENDERERS.entry(node)(
+            self, node, out, self.shape(out), None if dtype.kind == "float" else dtype.finn
         )
 
-    def r_MVAU(self, node, out, shape, dtype):
-        x, w = node.inputs[0], node.params["weights"]
-        in_type = self.itype(x)
-        bound = int(np.abs(w).sum(axis=1).max()) * _magnitude(in_type)
-        if bound >= FLOAT_EXACT:
-            raise GraphError(
-                f"node {node.name}: proven partial-sum bound {bound} reaches 2^24; "
-                "a float32 MatMul would not be exact"
-            )
-        thr = node.params.get("thresholds")
-        acc_shape = (*self.shape(x)[:-1], w.shape[0])
-        acc, acc_type = (
-            (out, dtype)
-            if thr is None
-            else (f"{out}/acc", node.attrs.get("acc_type") or IntType.fitting(-bound, bound).finn)
-        )
-        if in_type == BIPOLAR and (np.abs(w) == 1).all():
-            self._xnor(x, w, acc, acc_shape, acc_type, thresholded=thr is not None)
-            if thr is not None:  # d >= T  <=>  2P - K >= T  <=>  P >= ceil((T + K) / 2)
-                k = w.shape[1]
-                self.thresholds(node, acc, -((-(thr + k)) // 2), out, shape, dtype)
-            return
-        wt = self.const(
-            f"{out}/weights",
-            w.T.astype(np.float32),
-            IntType.fitting(int(w.min()), int(w.max())).finn,
-        )
-        self.emit("MatMul", [x, wt], acc, acc_shape, acc_type)
-        if thr is not None:
-            self.thresholds(node, acc, thr, out, shape, dtype)
-
-    def _xnor(self, x, w, acc, shape, acc_type, thresholded: bool) -> None:
+    def xnor(self, x, w, acc, shape, acc_type, thresholded: bool) -> None:
         """XnorPopcountMatMul on {0, 1} codes; P = popcount of agreements, d = 2P - K."""
         k = w.shape[1]
         xb = self.binary.get(x)
@@ -293,106 +192,206 @@ class _Renderer:
             y = self.emit("Mul", [pop, two], f"{acc}/twice", shape, IntType.fitting(0, 2 * k).finn)
             self.emit("Add", [y, minus_k], acc, shape, acc_type)
 
-    def r_StreamingMaxPool(self, node, out, shape, dtype):
-        k = node.attrs["kernel"]
-        self.emit(
+
+Shape = tuple[int, ...]
+RENDERERS: Backend[Callable[[_Renderer, Node, str, Shape, str | None], None]] = Backend("qonnx")
+"""Op -> its renderer ``(renderer, node, out, shape, dtype)``: ONNX nodes computing tensor
+``out`` of ``shape`` (without the batch) and qonnx DataType ``dtype`` (None: float); an op
+without one is an error naming it."""
+
+
+@RENDERERS.register("Thresholding")
+def _thresholding(r: _Renderer, node: Node, out: str, shape: Shape, dtype: str | None) -> None:
+    r.thresholds(node, node.inputs[0], node.params["thresholds"], out, shape, dtype)
+
+
+@RENDERERS.register("FMPadding")
+def _fmpadding(r: _Renderer, node: Node, out: str, shape: Shape, dtype: str | None) -> None:
+    q = node.attrs["pad"]
+    pads = r.const(f"{out}/pads", np.array([0, q, q, 0, 0, q, q, 0], dtype=np.int64))
+    value = r.const(f"{out}/value", np.array(node.attrs["pad_value"], dtype=np.float32))
+    r.emit("Pad", [node.inputs[0], pads, value], out, shape, dtype, mode="constant")
+
+
+@RENDERERS.register("ConvolutionInputGenerator")
+def _window(r: _Renderer, node: Node, out: str, shape: Shape, dtype: str | None) -> None:
+    x, pad, value = node.inputs[0], 0, 0
+    src = r.g.producer(x)
+    if src is not None and src.name in r.fused:
+        x, pad, value = src.inputs[0], src.attrs["pad"], src.attrs["pad_value"]
+        r.dtypes.setdefault(x, r.itype(x).finn)
+    k, s = node.attrs["kernel"], node.attrs["stride"]
+    r.emit(
+        "Im2Col",
+        [x],
+        out,
+        shape,
+        dtype,
+        DOMAIN,
+        stride=[s, s],
+        kernel_size=[k, k],
+        input_shape=str((r.batch, *r.shape(x))),
+        pad_amount=[pad] * 4,
+        pad_value=int(value),
+    )
+
+
+@RENDERERS.register("MVAU")
+def _mvau(r: _Renderer, node: Node, out: str, shape: Shape, dtype: str | None) -> None:
+    x, w = node.inputs[0], node.params["weights"]
+    in_type = r.itype(x)
+    # it bounds every product and partial sum too, in any order: each tap's range holds 0
+    bound = acc_bound(w, in_type)
+    if bound >= FLOAT_EXACT:
+        raise GraphError(
+            f"node {node.name}: proven partial-sum bound {bound} reaches 2^24; "
+            "a float32 MatMul would not be exact"
+        )
+    thr = node.params.get("thresholds")
+    acc, acc_type = (
+        (out, dtype)
+        if thr is None
+        else (f"{out}/acc", node.attrs.get("acc_type") or IntType.fitting(-bound, bound).finn)
+    )
+    if in_type == BIPOLAR and (np.abs(w) == 1).all():
+        r.xnor(x, w, acc, shape, acc_type, thresholded=thr is not None)
+        if thr is not None:  # d >= T  <=>  2P - K >= T  <=>  P >= ceil((T + K) / 2)
+            k = w.shape[1]
+            r.thresholds(node, acc, -((-(thr + k)) // 2), out, shape, dtype)
+        return
+    wt = r.const(
+        f"{out}/weights",
+        w.T.astype(np.float32),
+        IntType.fitting(int(w.min()), int(w.max())).finn,
+    )
+    r.emit("MatMul", [x, wt], acc, shape, acc_type)
+    if thr is not None:
+        r.thresholds(node, acc, thr, out, shape, dtype)
+
+
+@RENDERERS.register("Flatten")
+def _flatten(r: _Renderer, node: Node, out: str, shape: Shape, dtype: str | None) -> None:
+    dims = r.const(f"{out}/shape", np.array([r.batch, *shape], dtype=np.int64))
+    r.emit("Reshape", [node.inputs[0], dims], out, shape, dtype)
+
+
+@RENDERERS.register("StreamingMaxPool")
+def _maxpool(r: _Renderer, node: Node, out: str, shape: Shape, dtype: str | None) -> None:
+    k = node.attrs["kernel"]
+    r.emit(
+        "MaxPoolNHWC",
+        [node.inputs[0]],
+        out,
+        shape,
+        dtype,
+        DOMAIN,
+        kernel_shape=[k, k],
+        pads=[0, 0, 0, 0],
+        strides=[k, k],
+    )
+
+
+@RENDERERS.register("Pool")
+def _pool(r: _Renderer, node: Node, out: str, shape: Shape, dtype: str | None) -> None:
+    if node.name in r.pools:  # window (and padding) fused: one MaxPoolNHWC
+        x, q, k, s = r.pools[node.name]
+        r.dtypes.setdefault(x, r.itype(x).finn)
+        r.emit(
             "MaxPoolNHWC",
-            [node.inputs[0]],
+            [x],
             out,
             shape,
             dtype,
             DOMAIN,
             kernel_shape=[k, k],
-            pads=[0, 0, 0, 0],
-            strides=[k, k],
+            pads=[q] * 4,
+            strides=[s, s],
+        )
+        return
+    k, c = node.attrs["kernel"], node.attrs["channels"]  # windows -> [.., k*k, C] -> max
+    taps = (*shape[:-1], k * k, c)
+    dims = r.const(f"{out}/taps_shape", np.array([r.batch, *taps], dtype=np.int64))
+    win = r.emit("Reshape", [node.inputs[0], dims], f"{out}/taps", taps, dtype)
+    r.emit("ReduceMax", [win], out, shape, dtype, axes=[len(taps) - 1], keepdims=0)
+
+
+@RENDERERS.register("AddStreams")
+def _add_streams(r: _Renderer, node: Node, out: str, shape: Shape, dtype: str | None) -> None:
+    r.emit("Add", list(node.inputs), out, shape, dtype)
+
+
+@RENDERERS.register("DownSampler")
+def _downsampler(r: _Renderer, node: Node, out: str, shape: Shape, dtype: str | None) -> None:
+    h, w, _ = r.shape(node.inputs[0])
+    s = node.attrs["stride"]
+    args = [
+        r.const(f"{out}/{n}", np.array(v, dtype=np.int64))
+        for n, v in (("starts", [0, 0]), ("ends", [h, w]), ("axes", [1, 2]), ("steps", [s, s]))
+    ]
+    r.emit("Slice", [node.inputs[0], *args], out, shape, dtype)
+
+
+@RENDERERS.register("ChannelPad")
+def _channel_pad(r: _Renderer, node: Node, out: str, shape: Shape, dtype: str | None) -> None:
+    rank = len(shape) + 1
+    before = [0] * (rank - 1) + [node.attrs["before"]]
+    after = [0] * (rank - 1) + [node.attrs["after"]]
+    pads = r.const(f"{out}/pads", np.array(before + after, dtype=np.int64))
+    value = r.const(f"{out}/value", np.array(0.0, dtype=np.float32))
+    r.emit("Pad", [node.inputs[0], pads, value], out, shape, dtype, mode="constant")
+
+
+@RENDERERS.register("StreamingConcat")
+def _concat(r: _Renderer, node: Node, out: str, shape: Shape, dtype: str | None) -> None:
+    r.emit("Concat", list(node.inputs), out, shape, dtype, axis=-1)
+
+
+@RENDERERS.register("GlobalAccPool")
+def _global_acc_pool(r: _Renderer, node: Node, out: str, shape: Shape, dtype: str | None) -> None:
+    x = node.inputs[0]
+    bound = node.attrs["positions"] * _magnitude(r.itype(x))
+    if bound >= FLOAT_EXACT:
+        raise GraphError(
+            f"node {node.name}: pooled sum bound {bound} reaches 2^24; "
+            "a float32 ReduceSum would not be exact"
+        )
+    axes = r.const(f"{out}/axes", np.array([1, 2], dtype=np.int64))
+    r.emit("ReduceSum", [x, axes], out, shape, dtype, keepdims=0)
+
+
+@RENDERERS.register("Affine")
+def _affine(r: _Renderer, node: Node, out: str, shape: Shape, dtype: str | None) -> None:
+    y = node.inputs[0]
+    ops = node.attrs["ops"]
+    for i, (op, key) in enumerate(ops):
+        v = r.const(f"{out}/{key}", node.params[key].astype(np.float32))
+        dst = out if i == len(ops) - 1 else f"{out}/{i}"
+        y = r.emit(
+            {"mul": "Mul", "add": "Add", "sub": "Sub", "div": "Div"}[op],
+            [y, v],
+            dst,
+            shape,
+            None,
         )
 
-    def r_Pool(self, node, out, shape, dtype):
-        if node.name in self.pools:  # window (and padding) fused: one MaxPoolNHWC
-            x, q, k, s = self.pools[node.name]
-            self.dtypes.setdefault(x, self.itype(x).finn)
-            self.emit(
-                "MaxPoolNHWC",
-                [x],
-                out,
-                shape,
-                dtype,
-                DOMAIN,
-                kernel_shape=[k, k],
-                pads=[q] * 4,
-                strides=[s, s],
-            )
-            return
-        k, c = node.attrs["kernel"], node.attrs["channels"]  # windows -> [.., k*k, C] -> max
-        taps = (*shape[:-1], k * k, c)
-        dims = self.const(f"{out}/taps_shape", np.array([self.batch, *taps], dtype=np.int64))
-        win = self.emit("Reshape", [node.inputs[0], dims], f"{out}/taps", taps, dtype)
-        self.emit("ReduceMax", [win], out, shape, dtype, axes=[len(taps) - 1], keepdims=0)
 
-    def r_AddStreams(self, node, out, shape, dtype):
-        self.emit("Add", list(node.inputs), out, shape, dtype)
-
-    def r_DownSampler(self, node, out, shape, dtype):
-        h, w, _ = self.shape(node.inputs[0])
-        s = node.attrs["stride"]
-        args = [
-            self.const(f"{out}/{n}", np.array(v, dtype=np.int64))
-            for n, v in (("starts", [0, 0]), ("ends", [h, w]), ("axes", [1, 2]), ("steps", [s, s]))
-        ]
-        self.emit("Slice", [node.inputs[0], *args], out, shape, dtype)
-
-    def r_ChannelPad(self, node, out, shape, dtype):
-        rank = len(shape) + 1
-        before = [0] * (rank - 1) + [node.attrs["before"]]
-        after = [0] * (rank - 1) + [node.attrs["after"]]
-        pads = self.const(f"{out}/pads", np.array(before + after, dtype=np.int64))
-        value = self.const(f"{out}/value", np.array(0.0, dtype=np.float32))
-        self.emit("Pad", [node.inputs[0], pads, value], out, shape, dtype, mode="constant")
-
-    def r_StreamingConcat(self, node, out, shape, dtype):
-        self.emit("Concat", list(node.inputs), out, shape, dtype, axis=-1)
-
-    def r_GlobalAccPool(self, node, out, shape, dtype):
-        x = node.inputs[0]
-        bound = node.attrs["positions"] * _magnitude(self.itype(x))
-        if bound >= FLOAT_EXACT:
-            raise GraphError(
-                f"node {node.name}: pooled sum bound {bound} reaches 2^24; "
-                "a float32 ReduceSum would not be exact"
-            )
-        axes = self.const(f"{out}/axes", np.array([1, 2], dtype=np.int64))
-        self.emit("ReduceSum", [x, axes], out, shape, dtype, keepdims=0)
-
-    def r_Affine(self, node, out, shape, dtype):
-        y = node.inputs[0]
-        ops = node.attrs["ops"]
-        for i, (op, key) in enumerate(ops):
-            v = self.const(f"{out}/{key}", node.params[key].astype(np.float32))
-            dst = out if i == len(ops) - 1 else f"{out}/{i}"
-            y = self.emit(
-                {"mul": "Mul", "add": "Add", "sub": "Sub", "div": "Div"}[op],
-                [y, v],
-                dst,
-                shape,
-                None,
-            )
-
-    def r_LabelSelect(self, node, out, shape, dtype):
-        k = self.const(f"{out}/k", np.array([node.attrs["k"]], dtype=np.int64))
-        values = f"{out}/values"
-        self.nodes.append(
-            helper.make_node(
-                "TopK",
-                [node.inputs[0], k],
-                [values, out],
-                name=f"{out}:TopK",
-                axis=-1,
-                largest=1,
-                sorted=1,
-            )
+@RENDERERS.register("LabelSelect")
+def _label_select(r: _Renderer, node: Node, out: str, shape: Shape, dtype: str | None) -> None:
+    k = r.const(f"{out}/k", np.array([node.attrs["k"]], dtype=np.int64))
+    values = f"{out}/values"
+    r.nodes.append(
+        helper.make_node(
+            "TopK",
+            [node.inputs[0], k],
+            [values, out],
+            name=f"{out}:TopK",
+            axis=-1,
+            largest=1,
+            sorted=1,
         )
-        self.infos[values] = (TensorProto.FLOAT, (self.batch, *shape))
-        self.infos[out] = (TensorProto.INT64, (self.batch, *shape))
+    )
+    r.infos[values] = (TensorProto.FLOAT, (r.batch, *shape))
+    r.infos[out] = (TensorProto.INT64, (r.batch, *shape))
 
 
 def to_qonnx(graph: Graph) -> ModelWrapper:
@@ -442,12 +441,7 @@ def run_qonnx_render(graph: Graph, pixels: np.ndarray, keep: bool = False) -> np
     materialises, by name (a padding fused into Im2Col has none). A value
     outside its annotated DataType (qonnx's sanitizer would round it) raises GraphError.
     """
-    expect = graph.tensors[graph.input].shape
-    if pixels.ndim != 1 + len(expect) or tuple(pixels.shape[1:]) != tuple(expect):
-        raise GraphError(
-            f"input shape {tuple(pixels.shape)} does not match the graph's "
-            f"[N, {', '.join(map(str, expect))}]"
-        )
+    graph.check_input(pixels)
     model = to_qonnx(graph)
     runs = []
     with warnings.catch_warnings():

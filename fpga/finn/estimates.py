@@ -4,7 +4,8 @@ Formulas follow FINN ``main`` @ 39f0c9a6b (``src/finn/custom_op/fpgadataflow``),
 from its descriptions; see ``docs/fpga-estimates.md``. Network functions produce the contents
 of FINN's ``report/`` files: ``estimate_layer_cycles.json``, ``estimate_layer_resources.json``,
 ``estimate_layer_config_alternatives.json``, ``estimate_network_performance.json`` and
-``op_and_param_counts.json``.
+``op_and_param_counts.json``. Each FINN op type registers its models once in :data:`COST`;
+an op type without an entry is an error naming it, never a silent zero.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hwbed.fpga.finn.boards import dsp_block
 from hwbed.fpga.finn.op_specs import (
-    Node,
+    FinnNode,
     attr,
     bitwidth,
     check_node,
@@ -26,23 +28,24 @@ from hwbed.fpga.finn.op_specs import (
     num_vectors,
     spec,
 )
+from hwbed.ir.backend import Backend
 
 # ---------------------------------------------------------------------------- MVAU
 
 
-def _mvau_wmem(n: Node) -> int:
+def _mvau_wmem(n: FinnNode) -> int:
     return attr(n, "MW") * attr(n, "MH") // (attr(n, "PE") * attr(n, "SIMD"))
 
 
-def _mvau_tmem(n: Node) -> int:
+def _mvau_tmem(n: FinnNode) -> int:
     return 0 if attr(n, "noActivation") else attr(n, "MH") // attr(n, "PE")
 
 
-def _mvau_cycles(n: Node) -> int:
+def _mvau_cycles(n: FinnNode) -> int:
     return (attr(n, "MH") // attr(n, "PE")) * (attr(n, "MW") // attr(n, "SIMD")) * num_vectors(n)
 
 
-def _mvau_no_bram(n: Node, styles: tuple[str, ...]) -> bool:
+def _mvau_no_bram(n: FinnNode, styles: tuple[str, ...]) -> bool:
     mode = attr(n, "mem_mode")
     return (
         (mode == "internal_decoupled" and attr(n, "ram_style") in styles)
@@ -51,7 +54,7 @@ def _mvau_no_bram(n: Node, styles: tuple[str, ...]) -> bool:
     )
 
 
-def _mvau_bram(n: Node) -> int:
+def _mvau_bram(n: FinnNode) -> int:
     if _mvau_no_bram(n, ("distributed", "ultra")):
         return 0
     depth = _mvau_wmem(n)
@@ -70,7 +73,7 @@ def _mvau_bram(n: Node) -> int:
     return math.ceil(depth / 512) * math.ceil(width / 36)
 
 
-def _mvau_uram(n: Node) -> int:
+def _mvau_uram(n: FinnNode) -> int:
     mode = attr(n, "mem_mode")
     if (mode == "internal_decoupled" and attr(n, "ram_style") != "ultra") or _mvau_no_bram(n, ()):
         return 0
@@ -78,14 +81,14 @@ def _mvau_uram(n: Node) -> int:
     return math.ceil(width / 72) * math.ceil(_mvau_wmem(n) / 4096)
 
 
-def _mvau_acc_bits(n: Node) -> float:
+def _mvau_acc_bits(n: FinnNode) -> float:
     w, a = bitwidth(attr(n, "weightDataType")), bitwidth(attr(n, "inputDataType"))
     alpha = math.log(attr(n, "MW"), 2) + w + a - 1 - int(is_signed(attr(n, "inputDataType")))
     bound = math.ceil(alpha + math.log(1 + 2**-alpha, 2) + 1)
     return min(bitwidth(attr(n, "accDataType")), bound)
 
 
-def _mvau_hls_lut(n: Node) -> int:
+def _mvau_hls_lut(n: FinnNode) -> int:
     p, q = attr(n, "PE"), attr(n, "SIMD")
     w, a = bitwidth(attr(n, "weightDataType")), bitwidth(attr(n, "inputDataType"))
     mode, style = attr(n, "mem_mode"), attr(n, "ram_style")
@@ -104,29 +107,29 @@ def _mvau_hls_lut(n: Node) -> int:
     return int(300 + 1.1 * (p * (mult + adder + acc + thr + comp)) + c2)
 
 
-def _mvau_hls_dsp(n: Node, part: str) -> int:
+def _mvau_hls_dsp(n: FinnNode, part: str) -> int:
     if attr(n, "resType") != "dsp":
         return 0
     w, a = bitwidth(attr(n, "weightDataType")), bitwidth(attr(n, "inputDataType"))
     return attr(n, "PE") * attr(n, "SIMD") * math.ceil((w + a) / 48)
 
 
-def _mvau_rtl_dsp(n: Node, part: str) -> int:
+def _mvau_rtl_dsp(n: FinnNode, part: str) -> int:
     p, q = attr(n, "PE"), attr(n, "SIMD")
     if dsp_block(part) == "DSP58":
         return p * math.ceil(q / 3)
     return math.ceil(p / 4) * q
 
 
-def _mvau_efficiency(n: Node, count: int, bits_per_unit: int) -> float:
+def _mvau_efficiency(n: FinnNode, count: int, bits_per_unit: int) -> float:
     if count == 0:
         return 1
     wbits = bitwidth(attr(n, "weightDataType")) * attr(n, "MW") * attr(n, "MH")
     return wbits / (count * bits_per_unit)
 
 
-def _mvau_resources(lut: Callable[[Node], int], dsp: Callable[[Node, str], int]):
-    def estimate(n: Node, part: str) -> dict[str, Any]:
+def _mvau_resources(lut: Callable[[FinnNode], int], dsp: Callable[[FinnNode, str], int]):
+    def estimate(n: FinnNode, part: str) -> dict[str, Any]:
         bram, uram = _mvau_bram(n), _mvau_uram(n)
         return _res(
             bram,
@@ -140,7 +143,7 @@ def _mvau_resources(lut: Callable[[Node], int], dsp: Callable[[Node, str], int])
     return estimate
 
 
-def _mvau_counts(n: Node) -> dict[str, int]:
+def _mvau_counts(n: FinnNode) -> dict[str, int]:
     w, a = bitwidth(attr(n, "weightDataType")), bitwidth(attr(n, "inputDataType"))
     mw, mh = attr(n, "MW"), attr(n, "MH")
     ret = {
@@ -155,7 +158,7 @@ def _mvau_counts(n: Node) -> dict[str, int]:
 # --------------------------------------------------- ConvolutionInputGenerator_rtl
 
 
-def _swg_geometry(n: Node) -> tuple[int, ...]:
+def _swg_geometry(n: FinnNode) -> tuple[int, ...]:
     k_h, k_w = attr(n, "ConvKernelDim")
     h, w = attr(n, "IFMDim")
     s_h, s_w = attr(n, "Stride")
@@ -165,14 +168,14 @@ def _swg_geometry(n: Node) -> tuple[int, ...]:
     return k_h, k_w, h, w, s_h, s_w, d_h, d_w
 
 
-def _swg_parallel(n: Node) -> bool:
+def _swg_parallel(n: FinnNode) -> bool:
     """FINN's ``select_impl_style`` == "parallel": parallel_window mode or a 1x1 kernel."""
     k_h, k_w = attr(n, "ConvKernelDim")
     window = bool(attr(n, "parallel_window")) and attr(n, "M") * k_h * k_w > 1
     return window or (k_h, k_w) == (1, 1)
 
 
-def _swg_buffer_depth(n: Node) -> int:
+def _swg_buffer_depth(n: FinnNode) -> int:
     k_h, k_w, _, w, s_h, s_w, d_h, d_w = _swg_geometry(n)
     cf = attr(n, "IFMChannels") // attr(n, "SIMD")
     if _swg_parallel(n):
@@ -181,7 +184,7 @@ def _swg_buffer_depth(n: Node) -> int:
     return fill + max(0, (s_w - 1 - k_h * k_w) * cf) + max(0, ((s_h - 1) * w - k_h * k_w) * cf)
 
 
-def _swg_cycles(n: Node) -> int:
+def _swg_cycles(n: FinnNode) -> int:
     k_h, k_w, h, w, s_h, s_w, d_h, d_w = _swg_geometry(n)
     cf = attr(n, "IFMChannels") // attr(n, "SIMD")
     if _swg_parallel(n):
@@ -204,7 +207,7 @@ def _swg_cycles(n: Node) -> int:
     return cycles
 
 
-def _swg_buffers(n: Node) -> tuple[int, int, int]:
+def _swg_buffers(n: FinnNode) -> tuple[int, int, int]:
     """(width bits, depth, count) of the line buffers, or count 0 when none are needed."""
     k_h, k_w, h, w, _, _, d_h, d_w = _swg_geometry(n)
     width = attr(n, "SIMD") * bitwidth(attr(n, "inputDataType"))
@@ -222,7 +225,7 @@ def _bram_port_width(depth: int) -> int:
     return 1
 
 
-def _swg_bram(n: Node) -> int:
+def _swg_bram(n: FinnNode) -> int:
     if attr(n, "ram_style") not in ("block", "auto"):
         return 0
     width, depth, count = _swg_buffers(n)
@@ -235,14 +238,14 @@ def _swg_bram(n: Node) -> int:
     return (math.ceil(depth / 16384) * cascade_w - savings) * count
 
 
-def _swg_uram(n: Node) -> int:
+def _swg_uram(n: FinnNode) -> int:
     if attr(n, "ram_style") != "ultra":
         return 0
     width, depth, count = _swg_buffers(n)
     return math.ceil(depth / 4096) * math.ceil(width / 72) * count
 
 
-def _swg_lut(n: Node) -> int:
+def _swg_lut(n: FinnNode) -> int:
     if attr(n, "ram_style") != "distributed":
         return 300
     width = attr(n, "SIMD") * bitwidth(attr(n, "inputDataType"))
@@ -264,11 +267,11 @@ _MEM_PRIMITIVES = (
 )
 
 
-def _thr_cycles(n: Node) -> int:
+def _thr_cycles(n: FinnNode) -> int:
     return num_vectors(n) * (attr(n, "NumChannels") // attr(n, "PE"))
 
 
-def thresholding_rtl_memory(n: Node) -> dict[str, int]:
+def thresholding_rtl_memory(n: FinnNode) -> dict[str, int]:
     """Primitive counts FINN's Thresholding_rtl model picks: ``URAM``, ``BRAM18``, ``LUTRAM``.
 
     Each PE holds, per output bit i, a memory of threshold width and depth
@@ -300,13 +303,13 @@ def thresholding_rtl_memory(n: Node) -> dict[str, int]:
     return out
 
 
-def _thr_rtl_resources(n: Node, part: str) -> dict[str, Any]:
+def _thr_rtl_resources(n: FinnNode, part: str) -> dict[str, Any]:
     mem = thresholding_rtl_memory(n)
     # FINN reads the BRAM count under the key "BRAM", which its model never fills
     return _res(0, mem.get("LUTRAM", 0), mem.get("URAM", 0), 0)
 
 
-def _lutram_table_resources(n: Node, part: str) -> dict[str, Any]:
+def _lutram_table_resources(n: FinnNode, part: str) -> dict[str, Any]:
     """Thresholding_hls / ChannelwiseOp_hls: comparators plus LUTRAM or BRAM parameter table."""
     p, a = attr(n, "PE"), bitwidth(attr(n, "inputDataType"))
     tmem = attr(n, "NumChannels") // p
@@ -316,7 +319,7 @@ def _lutram_table_resources(n: Node, part: str) -> dict[str, Any]:
     return _res(bram, a * p + lutram, 0, 0)
 
 
-def _thr_hls_counts(n: Node) -> dict[str, int]:
+def _thr_hls_counts(n: FinnNode) -> dict[str, int]:
     bits = bitwidth(attr(n, "weightDataType"))
     return {f"param_threshold_{bits}b": attr(n, "NumChannels") * attr(n, "numSteps")}
 
@@ -324,7 +327,7 @@ def _thr_hls_counts(n: Node) -> dict[str, int]:
 # --------------------------------------------------------------------- other layers
 
 
-def _maxpool_cycles(n: Node) -> int:
+def _maxpool_cycles(n: FinnNode) -> int:
     (h, w), (k_h, k_w) = attr(n, "ImgDim"), attr(n, "PoolDim")
     if w == 1:
         h, w, k_h, k_w = w, h, k_w, k_h
@@ -336,14 +339,14 @@ def _maxpool_cycles(n: Node) -> int:
     return int(w * w * (1 + 1 / (k_w * k_w)))
 
 
-def _pool_cycles(n: Node) -> int:
+def _pool_cycles(n: FinnNode) -> int:
     """FINN's Pool: every window element of every channel once, PE channels a cycle."""
     k_prod = math.prod(attr(n, "KernelSize"))
     vecs = math.prod(attr(n, "OutImgDims")) * attr(n, "BatchSize")
     return int(attr(n, "Channels") * k_prod / attr(n, "PE") * vecs)
 
 
-def _pool_resources(n: Node, part: str) -> dict[str, Any]:
+def _pool_resources(n: FinnNode, part: str) -> dict[str, Any]:
     """hwbed's LUT estimate for Pool_hls (FINN models none): per PE lane a comparator and the
     running maximum's register-and-select (``2 * bits``), plus 300 for the HLS control, as
     FINN's other HLS estimates count."""
@@ -353,13 +356,13 @@ def _pool_resources(n: Node, part: str) -> dict[str, Any]:
     return _res(0, 300 + 2 * attr(n, "PE") * bits, 0, 0)
 
 
-def _fmpad_cycles(n: Node) -> int:
+def _fmpad_cycles(n: FinnNode) -> int:
     (h, w), pad = attr(n, "ImgDim"), attr(n, "Padding")
     ch = attr(n, "NumChannels") // attr(n, "SIMD")
     return ch * num_vectors(n) * (h + pad[0] + pad[2]) * (w + pad[1] + pad[3])
 
 
-def _dwc_resources(n: Node, part: str) -> dict[str, Any]:
+def _dwc_resources(n: FinnNode, part: str) -> dict[str, Any]:
     inw, outw = attr(n, "inWidth"), attr(n, "outWidth")
     mid = math.lcm(inw, outw)
     luts = 0
@@ -383,90 +386,119 @@ def _res(
     }
 
 
-def _zero_res(n: Node, part: str) -> dict[str, Any]:
+def _no_resources(n: FinnNode, part: str) -> dict[str, Any]:
+    """FINN's HWCustomOp defaults for an op without a resource model: nothing."""
     return _res(0, 0, 0, 0)
 
 
-def _pe_cycles(n: Node) -> int:
+def _no_counts(n: FinnNode) -> dict[str, int]:
+    return {}
+
+
+def _pe_cycles(n: FinnNode) -> int:
     return num_vectors(n) * (attr(n, "NumChannels") // attr(n, "PE"))
 
 
-_CYCLES: dict[str, Callable[[Node], int]] = {
-    "MVAU_hls": _mvau_cycles,
-    "MVAU_rtl": _mvau_cycles,
-    "ConvolutionInputGenerator_rtl": _swg_cycles,
-    "Thresholding_rtl": _thr_cycles,
-    "Thresholding_hls": _thr_cycles,
-    "StreamingMaxPool_hls": _maxpool_cycles,
-    "Pool_hls": _pool_cycles,
-    "LabelSelect_hls": lambda n: attr(n, "Labels") // attr(n, "PE"),
-    "StreamingDataWidthConverter": lambda n: 0,
-    "StreamingDataWidthConverter_hls": lambda n: 0,
-    "StreamingDataWidthConverter_rtl": lambda n: 0,
-    "FMPadding_rtl": _fmpad_cycles,
-    "FMPadding_hls": _fmpad_cycles,
-    "AddStreams_hls": _pe_cycles,
-    "DuplicateStreams_hls": _pe_cycles,
-    "GlobalAccPool_hls": lambda n: _pe_cycles(n) + attr(n, "NumChannels") // attr(n, "PE"),
-    "ChannelwiseOp_hls": _pe_cycles,
-    # FINN DownSampler_hls reads every input pixel: ImgDim^2 * NumChannels / SIMD
-    "DownSampler_hls": lambda n: (
+@dataclass(frozen=True)
+class Cost:
+    """FINN's models of one op type: expected cycles per frame (``get_exp_cycles``), resources
+    on a part (``node_res_estimation``) and op and parameter counts."""
+
+    cycles: Callable[[FinnNode], int]
+    resources: Callable[[FinnNode, str], dict[str, Any]] = _no_resources
+    counts: Callable[[FinnNode], dict[str, int]] = _no_counts
+
+
+COST: Backend[Cost] = Backend("cost")
+"""FINN op type -> its :class:`Cost`; an op type without one is an error naming it."""
+
+
+def _cost(*op_types: str, **models: Callable) -> None:
+    COST.register(*op_types)(Cost(**models))
+
+
+_cost(
+    "MVAU_hls",
+    cycles=_mvau_cycles,
+    resources=_mvau_resources(_mvau_hls_lut, _mvau_hls_dsp),
+    counts=_mvau_counts,
+)
+_cost(
+    "MVAU_rtl",
+    cycles=_mvau_cycles,
+    resources=_mvau_resources(lambda n: 0, _mvau_rtl_dsp),
+    counts=_mvau_counts,
+)
+_cost(
+    "ConvolutionInputGenerator_rtl",
+    cycles=_swg_cycles,
+    resources=lambda n, part: _res(_swg_bram(n), _swg_lut(n), _swg_uram(n), 0),
+)
+_cost("Thresholding_rtl", cycles=_thr_cycles, resources=_thr_rtl_resources)
+_cost(
+    "Thresholding_hls",
+    cycles=_thr_cycles,
+    resources=_lutram_table_resources,
+    counts=_thr_hls_counts,
+)
+_cost("ChannelwiseOp_hls", cycles=_pe_cycles, resources=_lutram_table_resources)
+_cost("StreamingMaxPool_hls", cycles=_maxpool_cycles)
+_cost("Pool_hls", cycles=_pool_cycles, resources=_pool_resources)
+_cost("LabelSelect_hls", cycles=lambda n: attr(n, "Labels") // attr(n, "PE"))
+_cost(
+    "StreamingDataWidthConverter",
+    "StreamingDataWidthConverter_hls",
+    "StreamingDataWidthConverter_rtl",
+    cycles=lambda n: 0,
+    resources=_dwc_resources,
+)
+_cost("FMPadding_rtl", "FMPadding_hls", cycles=_fmpad_cycles)
+_cost("AddStreams_hls", "DuplicateStreams_hls", "ChannelPad_hls", cycles=_pe_cycles)
+_cost(
+    "GlobalAccPool_hls",
+    cycles=lambda n: _pe_cycles(n) + attr(n, "NumChannels") // attr(n, "PE"),
+)
+# FINN DownSampler_hls reads every input pixel: ImgDim^2 * NumChannels / SIMD
+_cost(
+    "DownSampler_hls",
+    cycles=lambda n: (
         num_vectors(n) * attr(n, "ImgDim") ** 2 * (attr(n, "NumChannels") // attr(n, "SIMD"))
     ),
-    # FINN StreamingConcat_hls emits one output pixel's channels per SIMD lane
-    "StreamingConcat_hls": lambda n: (
-        num_vectors(n) * sum(attr(n, "ChannelsPerStream")) // attr(n, "SIMD")
-    ),
-    "ChannelPad_hls": _pe_cycles,
-}
-
-_RESOURCES: dict[str, Callable[[Node, str], dict[str, Any]]] = {
-    "MVAU_hls": _mvau_resources(_mvau_hls_lut, _mvau_hls_dsp),
-    "MVAU_rtl": _mvau_resources(lambda n: 0, _mvau_rtl_dsp),
-    "ConvolutionInputGenerator_rtl": lambda n, part: _res(
-        _swg_bram(n), _swg_lut(n), _swg_uram(n), 0
-    ),
-    "Thresholding_rtl": _thr_rtl_resources,
-    "Pool_hls": _pool_resources,
-    "Thresholding_hls": _lutram_table_resources,
-    "ChannelwiseOp_hls": _lutram_table_resources,
-    "StreamingDataWidthConverter": _dwc_resources,
-    "StreamingDataWidthConverter_hls": _dwc_resources,
-    "StreamingDataWidthConverter_rtl": _dwc_resources,
-}
-
-_COUNTS: dict[str, Callable[[Node], dict[str, int]]] = {
-    "MVAU_hls": _mvau_counts,
-    "MVAU_rtl": _mvau_counts,
-    "Thresholding_hls": _thr_hls_counts,
-}
+)
+# FINN StreamingConcat_hls emits one output pixel's channels per SIMD lane
+_cost(
+    "StreamingConcat_hls",
+    cycles=lambda n: num_vectors(n) * sum(attr(n, "ChannelsPerStream")) // attr(n, "SIMD"),
+)
 
 
 # ------------------------------------------------------------------------ per node
 
 
-def node_cycles(node: Node) -> int:
-    """Expected cycles per frame (FINN's ``get_exp_cycles``)."""
+def _models(node: FinnNode) -> Cost:
     check_node(node)
-    return int(_CYCLES[node["op_type"]](node))
+    return COST.lookup(node["op_type"], repr(node_name(node)))
 
 
-def node_resources(node: Node, part: str) -> dict[str, Any]:
+def node_cycles(node: FinnNode) -> int:
+    """Expected cycles per frame (FINN's ``get_exp_cycles``)."""
+    return int(_models(node).cycles(node))
+
+
+def node_resources(node: FinnNode, part: str) -> dict[str, Any]:
     """FINN's ``node_res_estimation``: BRAM_18K, BRAM_efficiency, LUT, URAM, URAM_efficiency, DSP.
 
     ``part`` is the FPGA part string; it only selects the DSP block type for MVAU_rtl.
     """
-    check_node(node)
-    return _RESOURCES.get(node["op_type"], _zero_res)(node, part)
+    return _models(node).resources(node, part)
 
 
-def node_op_and_param_counts(node: Node) -> dict[str, int]:
+def node_op_and_param_counts(node: FinnNode) -> dict[str, int]:
     """FINN's ``get_op_and_param_counts`` (op_mac_*, param_weight_*, param_threshold_* keys)."""
-    check_node(node)
-    return _COUNTS.get(node["op_type"], lambda n: {})(node)
+    return _models(node).counts(node)
 
 
-def node_resource_alternatives(node: Node, part: str) -> list[dict[str, Any]]:
+def node_resource_alternatives(node: FinnNode, part: str) -> list[dict[str, Any]]:
     """Estimates over resType dsp/lut (MVAU) or ram_style block/distributed/ultra (SWG)."""
     op = node["op_type"]
     if op.startswith("MVAU"):
@@ -480,7 +512,7 @@ def node_resource_alternatives(node: Node, part: str) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------- network
 
 
-def _named(nodes: Sequence[Node]) -> Sequence[Node]:
+def _named(nodes: Sequence[FinnNode]) -> Sequence[FinnNode]:
     """Return ``nodes`` after checking op types and unique names."""
     names = []
     for n in nodes:
@@ -503,31 +535,31 @@ def _aggregate(per_node: dict[str, dict[str, Any]]) -> dict[str, float]:
     return total
 
 
-def layer_cycles(nodes: Sequence[Node]) -> dict[str, int]:
+def layer_cycles(nodes: Sequence[FinnNode]) -> dict[str, int]:
     """Contents of ``estimate_layer_cycles.json``: ``{node name: cycles}``."""
     return {n["name"]: node_cycles(n) for n in _named(nodes)}
 
 
-def layer_resources(nodes: Sequence[Node], part: str) -> dict[str, dict[str, Any]]:
+def layer_resources(nodes: Sequence[FinnNode], part: str) -> dict[str, dict[str, Any]]:
     """Contents of ``estimate_layer_resources.json``, with the ``total`` entry."""
     res = {n["name"]: node_resources(n, part) for n in _named(nodes)}
     res["total"] = _aggregate(res)
     return res
 
 
-def layer_config_alternatives(nodes: Sequence[Node], part: str) -> dict[str, list[dict]]:
+def layer_config_alternatives(nodes: Sequence[FinnNode], part: str) -> dict[str, list[dict]]:
     """Contents of ``estimate_layer_config_alternatives.json``."""
     return {n["name"]: node_resource_alternatives(n, part) for n in _named(nodes)}
 
 
-def op_and_param_counts(nodes: Sequence[Node]) -> dict[str, dict[str, Any]]:
+def op_and_param_counts(nodes: Sequence[FinnNode]) -> dict[str, dict[str, Any]]:
     """Contents of ``op_and_param_counts.json``: per node (``{}`` when none) plus ``total``."""
     res = {n["name"]: node_op_and_param_counts(n) for n in _named(nodes)}
     res["total"] = _aggregate(res)
     return res
 
 
-def network_performance(nodes: Sequence[Node], clk_ns: float) -> dict[str, Any]:
+def network_performance(nodes: Sequence[FinnNode], clk_ns: float) -> dict[str, Any]:
     """Contents of ``estimate_network_performance.json``.
 
     Nodes must be in topological order. When nodes carry ONNX-style ``input``/``output``
@@ -565,7 +597,7 @@ def network_performance(nodes: Sequence[Node], clk_ns: float) -> dict[str, Any]:
     }
 
 
-def estimate_reports(nodes: Sequence[Node], part: str, clk_ns: float) -> dict[str, dict]:
+def estimate_reports(nodes: Sequence[FinnNode], part: str, clk_ns: float) -> dict[str, dict]:
     """All FINN estimate reports as ``{file name: contents}``."""
     return {
         "op_and_param_counts.json": op_and_param_counts(nodes),
@@ -577,7 +609,7 @@ def estimate_reports(nodes: Sequence[Node], part: str, clk_ns: float) -> dict[st
 
 
 def write_estimate_reports(
-    nodes: Sequence[Node], report_dir: str | Path, part: str, clk_ns: float
+    nodes: Sequence[FinnNode], report_dir: str | Path, part: str, clk_ns: float
 ) -> list[Path]:
     """Write :func:`estimate_reports` into ``report_dir`` (FINN's ``<output_dir>/report``)."""
     out = Path(report_dir)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from hwbed.fpga.finn.boards import Board
+
+progress = logging.getLogger("hwbed.progress")
+"""The FINN comparison, row by row, as the build reports it (the CLIs print it on stdout)."""
 
 GENERATE_OUTPUTS = [
     "estimate_reports",
@@ -131,5 +135,5 @@ def run_finn(build_dir: Path) -> dict:
     }
     (build_dir / "finn_comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
     for name, r in rows.items():
-        print(f"   {name:<36} hwbed {r['hwbed']!s:>10}  finn {r['finn']!s:>10}")
+        progress.info(f"   {name:<36} hwbed {r['hwbed']!s:>10}  finn {r['finn']!s:>10}")
     return rows

@@ -28,8 +28,8 @@ from hwbed.fpga.finn.boards import RESOURCE_KEYS, Board
 from hwbed.fpga.finn.estimates import network_performance, node_cycles, node_resources
 from hwbed.fpga.finn.op_specs import (
     OP_SPECS,
+    FinnNode,
     FoldingError,
-    Node,
     attr,
     bitwidth,
     check_node,
@@ -178,7 +178,7 @@ def save_folding_config(config: Mapping[str, Mapping[str, Any]], path: str | Pat
     Path(path).write_text(json.dumps(config, indent=2))
 
 
-def extract_folding_config(nodes: Sequence[Node]) -> dict[str, dict[str, Any]]:
+def extract_folding_config(nodes: Sequence[FinnNode]) -> dict[str, dict[str, Any]]:
     """FINN's ``auto_folding_config.json`` for these nodes: their folding attributes."""
     config: dict[str, dict[str, Any]] = {"Defaults": {}}
     for n in nodes:
@@ -208,7 +208,7 @@ def _check_config(config: Any) -> None:
 
 
 def apply_folding_config(
-    nodes: Sequence[Node],
+    nodes: Sequence[FinnNode],
     config: Mapping[str, Mapping[str, Any]] | str | Path,
     *,
     mvau_wwidth_max: int | None = None,
@@ -254,7 +254,7 @@ def apply_folding_config(
     return out
 
 
-def validate_folding(nodes: Sequence[Node], *, mvau_wwidth_max: int | None = None) -> None:
+def validate_folding(nodes: Sequence[FinnNode], *, mvau_wwidth_max: int | None = None) -> None:
     """Raise :class:`FoldingError` for the first node whose folding breaks FINN's rules.
 
     ``mvau_wwidth_max`` (FINN's SetFolding limit, 36) is only checked when given: FINN
@@ -303,7 +303,7 @@ def _fold_skipped(n: dict[str, Any], target: int) -> None:
 
 
 def _set_folding_pass(
-    nodes: Sequence[Node], target: int, wwidth_max: int, fold_skipped: bool = False
+    nodes: Sequence[FinnNode], target: int, wwidth_max: int, fold_skipped: bool = False
 ) -> list[dict]:
     out = [dict(n) for n in nodes]
     producers = {t: n for n in out for t in n.get("output", ())}
@@ -349,13 +349,13 @@ def _set_folding_pass(
     return out
 
 
-def _max_cycles(nodes: Sequence[Node]) -> tuple[int, str]:
+def _max_cycles(nodes: Sequence[FinnNode]) -> tuple[int, str]:
     perf = network_performance(nodes, 1.0)
     return perf["max_cycles"], perf["max_cycles_node_name"]
 
 
 def set_folding(
-    nodes: Sequence[Node],
+    nodes: Sequence[FinnNode],
     target_cycles_per_frame: int,
     *,
     mvau_wwidth_max: int = 36,
@@ -377,7 +377,7 @@ def set_folding(
 
 
 def fold_for_fps(
-    nodes: Sequence[Node],
+    nodes: Sequence[FinnNode],
     target_fps: float,
     clk_ns: float,
     *,
@@ -437,7 +437,7 @@ def fold_for_fps(
 # ---------------------------------------------------------------- fit to a board
 
 
-def _options(n: Node, wwidth_max: int) -> list[dict[str, Any]]:
+def _options(n: FinnNode, wwidth_max: int) -> list[dict[str, Any]]:
     """Legal parallelism settings of a node (a single ``{}`` when it has none)."""
     sp = spec(n)
     if n["op_type"] in _MVAU_OPS:
@@ -472,7 +472,7 @@ def _budget(board: Board, utilization: float | Mapping[str, float]) -> dict[str,
     return {k: board.budget()[k] * frac.get(k, 1.0) for k in RESOURCE_KEYS}
 
 
-def _totals(nodes: Sequence[Node], part: str) -> dict[str, float]:
+def _totals(nodes: Sequence[FinnNode], part: str) -> dict[str, float]:
     return {k: sum(float(node_resources(n, part)[k]) for n in nodes) for k in RESOURCE_KEYS}
 
 
@@ -488,7 +488,7 @@ def _cost(res: Mapping[str, float], budget: Mapping[str, float]) -> float:
 
 
 def fold_to_fit(
-    nodes: Sequence[Node],
+    nodes: Sequence[FinnNode],
     board: Board,
     *,
     utilization: float | Mapping[str, float] = 1.0,
@@ -509,7 +509,7 @@ def fold_to_fit(
 
 
 def _fit_search(
-    nodes: Sequence[Node],
+    nodes: Sequence[FinnNode],
     board: Board,
     utilization: float | Mapping[str, float],
     mvau_wwidth_max: int,

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-Node = Mapping[str, Any]
+FinnNode = Mapping[str, Any]
 
 _INT_RE = re.compile(r"(U?)INT(\d+)$")
 _FIXED_RE = re.compile(r"U?FIXED<(\d+),\s*-?\d+>$")
@@ -199,12 +199,12 @@ OP_SPECS: dict[str, OpSpec] = {
 }
 
 
-def node_name(node: Node) -> str:
+def node_name(node: FinnNode) -> str:
     """The node's ``name`` (or ``?`` when missing, for error messages)."""
     return str(node.get("name", "?"))
 
 
-def spec(node: Node) -> OpSpec:
+def spec(node: FinnNode) -> OpSpec:
     """The :class:`OpSpec` of a node; unknown op types raise ValueError naming the known ones."""
     op = node.get("op_type")
     if op not in OP_SPECS:
@@ -215,7 +215,7 @@ def spec(node: Node) -> OpSpec:
     return OP_SPECS[op]
 
 
-def attr(node: Node, key: str) -> Any:
+def attr(node: FinnNode, key: str) -> Any:
     """A node attribute, falling back to FINN's default; a missing required one raises."""
     if key in node:
         return node[key]
@@ -227,7 +227,7 @@ def attr(node: Node, key: str) -> Any:
     )
 
 
-def num_vectors(node: Node) -> int:
+def num_vectors(node: FinnNode) -> int:
     """Product of ``numInputVectors`` (FINN stores a list; FMPadding an int)."""
     vecs = attr(node, "numInputVectors")
     return math.prod(vecs) if isinstance(vecs, (list, tuple)) else int(vecs)
@@ -238,7 +238,7 @@ def divisors(n: int) -> Iterator[int]:
     return (d for d in range(1, n + 1) if n % d == 0)
 
 
-def check_node(node: Node, mvau_wwidth_max: int | None = None) -> None:
+def check_node(node: FinnNode, mvau_wwidth_max: int | None = None) -> None:
     """Raise :class:`FoldingError` if a node's folding breaks FINN's constraints.
 
     Checks positive parallelism dividing its bound (MW % SIMD, MH % PE, NumChannels % PE,

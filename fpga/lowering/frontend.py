@@ -25,6 +25,8 @@ from torch import nn
 from hwbed.fpga.lowering.thresholds import quant_levels, thresholds_for
 from hwbed.ir.builder import GraphBuilder
 from hwbed.ir.graph import Graph
+from hwbed.ir.opkit import magnitude
+from hwbed.ir.ops.mvau import acc_bound
 from hwbed.ir.types import BIPOLAR, TERNARY, GraphError, IntType
 from hwbed.models.layers import F32_EXACT, AbcConv2d, XnorConv2d
 from hwbed.models.resnet import QuantBlock, ResNet
@@ -146,12 +148,6 @@ def weight_codes(layer: nn.Module, where: str | None = None) -> tuple[np.ndarray
     return qw.int().detach().to(torch.int64).numpy(), qw.scale.detach().reshape(-1)
 
 
-def acc_bound(weights: np.ndarray, dtype: IntType) -> int:
-    """max |w . x| over inputs of ``dtype``: the accumulator's proven magnitude bound."""
-    mag = max(abs(dtype.min), abs(dtype.max))
-    return int(np.abs(weights).sum(axis=1).max() * mag)
-
-
 class Lowering:
     """State of one front-end run: the builder and a counter of epilogues for messages."""
 
@@ -169,9 +165,14 @@ class Lowering:
         dtype: IntType,
         where: str,
         label: str = "act",
+        repeat: int = 1,
     ) -> tuple[str, np.ndarray]:
-        """Append Thresholding(x) reproducing ``fn``; return (tensor, flip mask)."""
+        """Append Thresholding(x) reproducing ``fn``; return (tensor, flip mask).
+
+        ``repeat``: the table built for ``channels`` serves each of ``repeat`` channel groups.
+        """
         thr, flip = thresholds_for(fn, bound, channels, levels_out, where)
+        thr = np.repeat(thr, repeat, 0)
         out = self.b.add(
             "Thresholding",
             [x],
@@ -194,8 +195,11 @@ class Lowering:
         label: str,
         extra: dict | None = None,
         exact_sum: bool = False,
+        params: dict[str, np.ndarray] | None = None,
     ) -> str:
         """Append an MVAU without activation: acc = x . W^T over the last axis.
+
+        ``extra`` and ``params`` are further attributes and params of the node (ABC's bases).
 
         Refuses an accumulator bound above :data:`F32_EXACT`: beyond it the twin's
         float32 sums may round, and no integer graph can follow them. ``exact_sum``: the
@@ -228,7 +232,7 @@ class Lowering:
             shape,
             IntType.fitting(-bound, bound),
             attrs,
-            {"weights": weights.astype(np.int64)},
+            {"weights": weights.astype(np.int64), **(params or {})},
             label,
         )
 
@@ -241,14 +245,19 @@ class Lowering:
         where: str,
         levels: tuple[IntType, list[int]] | None = None,
         exact_sum: bool = False,
+        extra: dict | None = None,
+        params: dict[str, np.ndarray] | None = None,
     ) -> str:
-        """MVAU then Thresholding with ``fn``; negative-slope channels get negated weights."""
-        acc = self.mvau(x, weights, where, exact_sum=exact_sum)
+        """MVAU then Thresholding with ``fn``; negative-slope channels get negated weights.
+
+        ``extra`` and ``params`` go to the MVAU (:meth:`mvau`).
+        """
+        acc = self.mvau(x, weights, where, extra, exact_sum, params)
         dtype, lv = levels if levels is not None else out_type(out_module)[:2]
         bound = acc_bound(weights, self.b.dtype(x))
         out, flip = self.thresholds(acc, weights.shape[0], bound, fn, lv, dtype, where)
         if flip.any():
-            node = self.b.nodes[-2]
+            node = self.b.producer(acc)
             node.params["weights"] = np.where(flip[:, None], -weights, weights).astype(np.int64)
         return out
 
@@ -276,6 +285,10 @@ class Lowering:
             {"kernel": k, "stride": stride, "IFMDim": [h, w], "OFMDim": [oh, ow], "IFMChannels": c},
             label="win",
         )
+
+    def flatten(self, x: str) -> str:
+        """Append Flatten: [H, W, C] -> (H*W*C,), the same stream read as one vector."""
+        return self.b.add("Flatten", [x], (math.prod(self.b.shape(x)),), self.b.dtype(x))
 
     def affine(self, x: str, ops: list[tuple[str, torch.Tensor]]) -> str:
         params = {
@@ -471,7 +484,7 @@ def _pooled_codes(
     """
     cc = low.b.shape(pooled)[0]
     hh, ww = hw
-    bound = hh * ww * max(abs(stream_t.min), abs(stream_t.max))
+    bound = hh * ww * magnitude(stream_t)
     dtype, levels, s_pool = out_type(quant)
     rows = max(1, POOL_CHUNK // (cc * hh * ww))
 
@@ -494,7 +507,7 @@ def _act_thresholds(low: Lowering, x: str, act: nn.Module, scale_in: float, wher
     """Thresholding of an int stream by an activation module (sign or QuantReLU)."""
     dtype, levels, _ = out_type(act)
     src = low.b.dtype(x)
-    bound = max(abs(src.min), abs(src.max))
+    bound = magnitude(src)
     channels = low.b.shape(x)[-1]
     fn = lambda d: _flat(codes(act, (d * scale_in).reshape(1, channels, -1, 1)), channels)  # noqa: E731
     out, _ = low.thresholds(x, channels, bound, fn, levels, dtype, where, "act")
@@ -507,6 +520,12 @@ def _lower_block(low: Lowering, block: QuantBlock, x: str, stream: QuantIdentity
     one to the stream's scale (``h_quant``); then the shortcut and the add."""
     s_x = out_type(stream)[2]
     h = x
+    counts = (len(block.acts), len(block.convs), len(block.bns))
+    if len(set(counts)) != 1:
+        raise GraphError(
+            f"{where_of(block)}: {counts[0]} activations, {counts[1]} convs and {counts[2]} "
+            "BatchNorms; a block holds one of each per unit"
+        )
     units = list(zip(block.acts, block.convs, block.bns, strict=True))
     for u, (act, conv, bn) in enumerate(units):
         last = u == len(units) - 1
@@ -547,7 +566,7 @@ def _lower_abc(low: Lowering, conv: AbcConv2d, h, bn, nxt, post, s_in, where: st
     """
     if s_in is not None:  # bases of the stream: thresholds on the stream codes
         src = low.b.dtype(h)
-        bound = max(abs(src.min), abs(src.max))
+        bound = magnitude(src)
         channels = low.b.shape(h)[-1]
         bases = []
         for n in range(conv.n):
@@ -579,14 +598,11 @@ def _lower_abc(low: Lowering, conv: AbcConv2d, h, bn, nxt, post, s_in, where: st
     win = low.conv_input(h, conv.weight.shape[-1], conv.stride, conv.padding)
     scale = 2.0**-frac
     extra = {"abc": [conv.m, conv.n], "frac": frac}
+    params = {"bases": b_m.astype(np.int8), "coeffs": k_mn}
     if nxt is None:  # last conv of the unit: requantize with ``post``
         fn = lambda d: _flat(codes(post, _bn4(bn)(d * scale)), d.shape[0])  # noqa: E731
-        out = low.epilogue_mvau(win, weights, fn, post, where)
-        low.b.nodes[-2].attrs.update(extra)
-        low.b.nodes[-2].params.update({"bases": b_m.astype(np.int8), "coeffs": k_mn})
-        return out
-    acc = low.mvau(win, weights, where, extra)
-    low.b.nodes[-1].params.update({"bases": b_m.astype(np.int8), "coeffs": k_mn})
+        return low.epilogue_mvau(win, weights, fn, post, where, extra=extra, params=params)
+    acc = low.mvau(win, weights, where, extra, params=params)
     nconv = nxt[1]
     bound = acc_bound(weights, low.b.dtype(win))
     outs = []
@@ -712,14 +728,16 @@ def lower_bnn_pynq(model: nn.Module, shape_chw: tuple[int, int, int], name: str)
         v = 2.0 * (p / 255.0) - torch.tensor([1.0])
         return codes(in_quant, v.reshape(1, 1, -1, 1), where).reshape(1, -1)
 
-    x, _ = low.thresholds(low.b.input, 1, 255, input_fn, levels, dtype, where, "in")
-    low.b.nodes[-1].params["thresholds"] = np.repeat(low.b.nodes[-1].params["thresholds"], c, 0)
-    s_in, flat, rest, i, n = scale, False, layers[1:], 0, 0
-    vector = isinstance(model, FC)  # FC's forward flattens its input before any layer
+    # FC's forward flattens its input before any layer: one shared table on the flat vector
+    flat = isinstance(model, FC)
+    src = low.flatten(low.b.input) if flat else low.b.input
+    columns = (h, w, c) if flat else None  # the NHWC map the next linear layer reads flat
+    x, _ = low.thresholds(src, 1, 255, input_fn, levels, dtype, where, "in", 1 if flat else c)
+    s_in, rest, i, n = scale, layers[1:], 0, 0
     while i < len(rest):
         layer, where = rest[i], f"{name} layer {n}"
         if isinstance(layer, nn.MaxPool2d):
-            x = _max_pool(low, x, layer, flat or vector, where)
+            x = _max_pool(low, x, layer, flat, where)
             i += 1
             continue
         if not isinstance(layer, (QuantConv2d, QuantLinear)):
@@ -734,8 +752,10 @@ def lower_bnn_pynq(model: nn.Module, shape_chw: tuple[int, int, int], name: str)
         acc_scale = ws * s_in  # exact: powers of two
         if isinstance(layer, QuantLinear):
             if not flat:
-                x, wq = _flatten(low, x, wq, where)
-                flat = True
+                columns = low.b.shape(x)
+                x, flat = low.flatten(x), True
+            if columns is not None:
+                wq, columns = _nhwc_columns(wq, columns, where), None
             elif wq.shape[1] != low.b.shape(x)[-1]:
                 raise GraphError(
                     f"{where}: linear layer takes {wq.shape[1]} inputs, "
@@ -759,7 +779,7 @@ def lower_bnn_pynq(model: nn.Module, shape_chw: tuple[int, int, int], name: str)
             return low.b.finish(logits, {"model": name, "input_chw": list(shape_chw)})
         act = _layer_at(rest, i + 2, (QuantIdentity,), where)
         if isinstance(layer, QuantConv2d):
-            _check_conv(low, x, layer, norm, flat or vector, where)
+            _check_conv(low, x, layer, norm, flat, where)
             x = low.conv_input(x, layer.kernel_size[0], layer.stride[0], layer.padding[0])
             weights = _flat_hwc(wq)
         elif isinstance(norm, nn.BatchNorm1d):
@@ -830,19 +850,11 @@ def _max_pool(low: Lowering, x: str, pool: nn.MaxPool2d, flat: bool, where: str)
     )
 
 
-def _flatten(low: Lowering, x: str, wq: np.ndarray, where: str):
-    """Flatten NHWC for a linear layer; permute NCHW-ordered weight columns to match.
-
-    The flattened tensor is the same stream read as one vector, so this relabels the
-    tensor's shape rather than adding a node.
-    """
-    shape = low.b.shape(x)
-    size = math.prod(shape)
+def _nhwc_columns(wq: np.ndarray, hwc: tuple[int, ...], where: str) -> np.ndarray:
+    """Weights of a linear layer on a flattened [H, W, C] map: the twin flattens NCHW, the
+    graph's Flatten NHWC, so the columns are permuted to match."""
+    size = math.prod(hwc)
     if wq.shape[1] != size:
         raise GraphError(f"{where}: linear layer takes {wq.shape[1]} inputs, the stream {size}")
-    if len(shape) == 3:
-        hh, ww, cc = shape
-        perm = np.arange(size).reshape(cc, hh, ww).transpose(1, 2, 0).reshape(-1)
-        wq = wq[:, perm]
-        low.b.tensors[x].shape = (size,)
-    return x, wq
+    hh, ww, cc = hwc
+    return wq[:, np.arange(size).reshape(cc, hh, ww).transpose(1, 2, 0).reshape(-1)]

@@ -11,8 +11,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from hwbed.ir.checks import MAX_BITS, proven_range
-from hwbed.ir.graph import OPS, Graph
+from hwbed.ir.graph import Graph
+from hwbed.ir.opdef import op_def
+from hwbed.ir.opkit import MAX_BITS
+from hwbed.ir.ops.mvau import acc_range
 from hwbed.ir.types import GraphError, IntType
 
 
@@ -93,7 +95,8 @@ class InferAccumulatorWidths:
                 continue
             in_type = g.tensors[node.inputs[0]].dtype
             w = node.params["weights"]
-            lo, hi = proven_range(w, in_type)
+            rows_lo, rows_hi = acc_range(w, in_type.min, in_type.max)
+            lo, hi = int(rows_lo.min()), int(rows_hi.max())
             acc = IntType.fitting(lo, hi)
             if acc.bits > self.max_bits:
                 raise GraphError(
@@ -120,14 +123,18 @@ def _weight_type(w: np.ndarray, binary: bool) -> str:
 
 
 class GiveFinnNames:
-    """Rename nodes to FINN's ``<Op>_<impl>_<i>``, numbered per op in graph order."""
+    """Rename nodes to FINN's ``<Op>_<impl>_<i>``, numbered per op in graph order.
+
+    An op without a FINN node (``Flatten``) is numbered under its own name.
+    """
 
     def apply(self, graph: Graph) -> tuple[Graph, bool]:
         g = copy.deepcopy(graph)
         counts: dict[str, int] = defaultdict(int)
         modified = False
         for node in g.nodes:
-            prefix = OPS[node.op]
+            opdef = op_def(node)
+            prefix = opdef.finn or opdef.op
             name = f"{prefix}_{counts[prefix]}"
             counts[prefix] += 1
             modified |= name != node.name

@@ -21,7 +21,8 @@ class Backend(Generic[E]):
     """One backend's per-op entries, keyed by op name.
 
     ``fallback`` is what the backend does for an op it has no entry for (e.g. the fast path
-    runs the reference semantics); without one, such an op is an error naming the backend.
+    runs the reference semantics), ``fallback_is`` says what it is; without one, such an op
+    is an error naming the backend. Keys are graph ops, or FINN op types for the cost model.
     """
 
     def __init__(self, name: str, fallback: E | None = None, fallback_is: str = ""):
@@ -44,11 +45,15 @@ class Backend(Generic[E]):
 
     def entry(self, node: Node) -> E:
         """The entry for ``node.op``, or the declared fallback; else a :class:`GraphError`."""
-        if node.op in self.entries:
-            return self.entries[node.op]
+        return self.lookup(node.op, node.name)
+
+    def lookup(self, op: str, where: str) -> E:
+        """The entry for ``op`` (of node ``where``), or the declared fallback; else an error."""
+        if op in self.entries:
+            return self.entries[op]
         if self.fallback is not None:
             return self.fallback
-        raise GraphError(f"node {node.name}: the {self.name} backend has no entry for {node.op!r}")
+        raise GraphError(f"node {where}: the {self.name} backend has no entry for {op!r}")
 
     def covers(self, op: str) -> bool:
         """Whether ``op`` has an entry of its own (not the fallback)."""

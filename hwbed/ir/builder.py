@@ -24,6 +24,10 @@ class GraphBuilder:
     def dtype(self, tensor: str) -> IntType:
         return self.tensors[tensor].dtype
 
+    def producer(self, tensor: str) -> Node:
+        """The node that produces ``tensor``."""
+        return next(n for n in self.nodes if tensor in n.outputs)
+
     def add(
         self,
         op: str,

@@ -5,13 +5,7 @@ node has exact integer semantics (``docs/architecture.md`` lists them), so a nod
 a pure function of its integer inputs. The only float is the final ``Affine`` to logits,
 computed in float32 exactly as the Brevitas twin computes it from the integer accumulator.
 
-Node kinds (``op``) and their FINN names: ``Thresholding`` (Thresholding_rtl), ``FMPadding``
-(FMPadding_rtl), ``ConvolutionInputGenerator`` (ConvolutionInputGenerator_rtl), ``MVAU``
-(MVAU_hls), ``StreamingMaxPool`` (StreamingMaxPool_hls), ``Pool`` (Pool_hls, windowed max),
-``AddStreams`` (AddStreams_hls),
-``DownSampler`` (DownSampler_hls), ``ChannelPad`` (hwbed), ``StreamingConcat``
-(StreamingConcat_hls), ``GlobalAccPool`` (GlobalAccPool_hls), ``Affine`` (hwbed, float32
-logits), ``LabelSelect`` (LabelSelect_hls).
+Node kinds (``op``) are defined in :mod:`hwbed.ir.ops`, one module each (:mod:`hwbed.ir.opdef`).
 """
 
 from __future__ import annotations
@@ -24,29 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from hwbed.ir.opdef import op_def
 from hwbed.ir.types import GraphError, IntType
 
 SCHEMA = "hwbed-graph"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``Flatten`` is a node (version 1 declared a flat tensor for a spatial producer)."""
 PATH_META = ("checkpoint",)
 """Meta keys holding file paths: stored relative to the graph's folder, absolute when loaded."""
-
-OPS = {
-    "Thresholding": "Thresholding_rtl",
-    "FMPadding": "FMPadding_rtl",
-    "ConvolutionInputGenerator": "ConvolutionInputGenerator_rtl",
-    "MVAU": "MVAU_hls",
-    "StreamingMaxPool": "StreamingMaxPool_hls",
-    "Pool": "Pool_hls",
-    "AddStreams": "AddStreams_hls",
-    "DownSampler": "DownSampler_hls",
-    "ChannelPad": "ChannelPad_hls",
-    "StreamingConcat": "StreamingConcat_hls",
-    "GlobalAccPool": "GlobalAccPool_hls",
-    "Affine": "Affine_hls",
-    "LabelSelect": "LabelSelect_hls",
-}
-"""Graph op -> FINN-style node-name prefix (``<prefix>_<i>``)."""
 
 
 @dataclass
@@ -92,12 +71,23 @@ class Graph:
     def consumers(self, tensor: str) -> list[Node]:
         return [n for n in self.nodes if tensor in n.inputs]
 
+    def check_input(self, pixels: np.ndarray) -> None:
+        """Refuse a batch whose shape is not [N, *input shape]."""
+        expect = self.tensors[self.input].shape
+        if pixels.ndim != 1 + len(expect) or tuple(pixels.shape[1:]) != tuple(expect):
+            raise GraphError(
+                f"input shape {tuple(pixels.shape)} does not match the graph's "
+                f"[N, {', '.join(map(str, expect))}]"
+            )
+
     def validate(self) -> None:
-        """Check structure: known ops, defined tensors, topological order, param types."""
+        """Check structure: known ops, defined tensors, topological order, param types.
+
+        :func:`~hwbed.ir.checks.check_graph` starts with this, then checks the semantics.
+        """
         known = {self.input}
         for node in self.nodes:
-            if node.op not in OPS:
-                raise GraphError(f"node {node.name}: unknown op {node.op!r}")
+            opdef = op_def(node)
             for t in node.inputs:
                 if t not in self.tensors:
                     raise GraphError(f"node {node.name}: input tensor {t!r} is not declared")
@@ -114,7 +104,7 @@ class Graph:
             for key, value in node.params.items():
                 if not isinstance(value, np.ndarray):
                     raise GraphError(f"node {node.name}: param {key!r} is not an array")
-                if node.op != "Affine" and value.dtype.kind not in "iu":
+                if not opdef.float_params and value.dtype.kind not in "iu":
                     raise GraphError(
                         f"node {node.name}: param {key!r} has dtype {value.dtype}, "
                         "expected integers"
@@ -134,7 +124,9 @@ class Graph:
         """
         path = Path(path).with_suffix("")
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {f"{n.name}/{k}": v for n in self.nodes for k, v in n.params.items()}
+        arrays: dict[str, Any] = {
+            f"{n.name}/{k}": v for n in self.nodes for k, v in n.params.items()
+        }
         meta = {
             k: portable_path(v, path.parent) if k in PATH_META and isinstance(v, str) else v
             for k, v in self.meta.items()
@@ -172,6 +164,8 @@ class Graph:
     def load(path: str | Path) -> Graph:
         """Read a saved graph and check it (:func:`~hwbed.ir.checks.check_graph`).
 
+        A file of an older schema version is refused: rebuild it (``python -m hwbed.build``).
+
         A corrupt or hand-edited file fails with one line naming the file, the node and the
         field; meta paths are resolved against the graph's folder.
         """
@@ -183,7 +177,6 @@ class Graph:
         arrays = _read_npz(npath)
         try:
             graph = _from_doc(doc, arrays, npath.name)
-            graph.validate()
             check_graph(graph)
         except GraphError as err:
             raise GraphError(f"{jpath}: {err}") from err
@@ -220,8 +213,13 @@ def _read_json(jpath: Path) -> dict:
         ) from err
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise GraphError(f"{jpath}: not an hwbed graph (schema field)")
-    if doc.get("version") != SCHEMA_VERSION:
-        raise GraphError(f"{jpath}: schema version {doc.get('version')}, expected {SCHEMA_VERSION}")
+    version = doc.get("version")
+    if version != SCHEMA_VERSION:
+        rebuild = " (an older hwbed wrote it: rebuild it with python -m hwbed.build)"
+        old = isinstance(version, int) and 0 < version < SCHEMA_VERSION
+        raise GraphError(
+            f"{jpath}: schema version {version}, expected {SCHEMA_VERSION}{rebuild if old else ''}"
+        )
     return doc
 
 

@@ -9,6 +9,7 @@ table (:class:`hwbed.ir.backend.Backend`) keyed by op and registers one entry pe
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -17,35 +18,37 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hwbed.ir.opkit import Proven, Shape
 from hwbed.ir.types import GraphError
 
 if TYPE_CHECKING:
-    from hwbed.ir.checks import Proven
     from hwbed.ir.graph import Graph, Node
-
-Shape = tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class OpDef:
     """Everything the IR knows about one node kind.
 
-    ``finn`` is FINN's op type (and the node-name prefix ``<finn>_<i>``); ``None`` marks an op
-    with no hardware node (``Flatten``: a relabelling of the stream). ``arity`` is the number of
-    inputs (``None``: one or more). ``shape`` checks the attributes and returns the natural
-    output shape from the input shapes; ``proven`` checks the params and returns the output's
-    proven range from the inputs' (``None`` for a float output); ``reference`` is the int64
-    numpy semantics; ``finn_attrs`` the FINN attributes of the hardware node.
+    ``finn`` is FINN's name of the hardware node (the node-name prefix ``<finn>_<i>``);
+    ``None`` marks an op with no hardware node (``Flatten``: its consumer reads the producer's
+    stream). ``arity`` is the number of inputs (``None``: one or more). ``shape`` checks the
+    attributes and returns the output shape from the input shapes; ``proven`` checks the params
+    and returns the output's proven range from the inputs' (``None`` for a float output; an
+    input's range is ``None`` only where ``float_inputs``); ``reference`` is the int64 numpy
+    semantics on batched inputs; ``finn_attrs`` the FINN attributes of the hardware node
+    (``op_type`` among them where it differs from ``finn``). ``float_params``: the params are
+    float32 constants, not integers.
     """
 
     op: str
     finn: str | None
     shape: Callable[[Node, list[Shape]], Shape]
-    proven: Callable[[Graph, Node, list[Proven | None]], Proven | None]
+    proven: Callable[[Graph, Node, list[Proven]], Proven | None]
     reference: Callable[[Node, list[np.ndarray]], np.ndarray]
     finn_attrs: Callable[[Graph, Node], dict[str, Any]] | None = None
     arity: int | None = 1
     float_inputs: bool = False
+    float_params: bool = False
 
 
 OPS: dict[str, OpDef] = {}
@@ -60,12 +63,16 @@ def register(opdef: OpDef) -> OpDef:
     return opdef
 
 
-def load_ops() -> dict[str, OpDef]:
-    """Import every module of :mod:`hwbed.ir.ops` (each registers its op); the registry."""
-    from hwbed.ir import ops
+OPS_PACKAGE = "hwbed.ir.ops"
+"""Where the op modules live; they import this module, never the reverse (found by name)."""
 
+
+@functools.cache
+def load_ops() -> dict[str, OpDef]:
+    """Import every module of :mod:`hwbed.ir.ops` (each registers its op), once; the registry."""
+    ops = importlib.import_module(OPS_PACKAGE)
     for info in pkgutil.iter_modules(ops.__path__):
-        importlib.import_module(f"{ops.__name__}.{info.name}")
+        importlib.import_module(f"{OPS_PACKAGE}.{info.name}")
     return OPS
 
 

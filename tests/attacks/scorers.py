@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwbed.attacks.executable import BaseExecutable
+from hwbed.ir.executable import BaseExecutable
 
 
 class Scorer(BaseExecutable):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hwbed.attacks import FGSM, PGD, AttackError, Twin, px, score_on
-from hwbed.attacks.executable import TorchTwin
+from hwbed.ir.executable import TorchTwin
 
 
 def _float(x):

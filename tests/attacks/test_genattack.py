@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import scorers
 
-from hwbed.attacks.executable import TorchTwin
 from hwbed.attacks.genattack import (
     GenAttack,
     Scratch,
@@ -26,6 +25,7 @@ from hwbed.attacks.genattack import (
 )
 from hwbed.attacks.inputs import AttackError, px
 from hwbed.attacks.oracle import Oracle
+from hwbed.ir.executable import TorchTwin
 
 SHAPE = (1, 6, 6)
 

@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from hwbed.attacks.base import BlackBoxAttack
-from hwbed.attacks.executable import BaseExecutable, TorchTwin
 from hwbed.attacks.hopskipjump import HopSkipJump
 from hwbed.attacks.inputs import AttackError
 from hwbed.attacks.label_only import LabelOnly
 from hwbed.attacks.oracle import Oracle
+from hwbed.ir.executable import BaseExecutable, TorchTwin
 
 
 class Spy(BaseExecutable):

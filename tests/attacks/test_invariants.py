@@ -12,9 +12,9 @@ import pytest
 
 from hwbed.attacks import AttackError, make_attack, px, score_on
 from hwbed.attacks.base import WhiteBoxAttack
-from hwbed.attacks.executable import TorchTwin
 from hwbed.attacks.label_only import LabelOnly
 from hwbed.attacks.registry import attack_class
+from hwbed.ir.executable import TorchTwin
 
 # name, constructor parameters, a large ε, the success rate it must reach there
 TABLE = [

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import scorers
 
-from hwbed.attacks.executable import TorchTwin
 from hwbed.attacks.inputs import AttackError, px
 from hwbed.attacks.local_search import LB, UB, LocalSearch, cyclic, in_top_k, neighbourhood, pert
+from hwbed.ir.executable import TorchTwin
 
 SHAPE = (1, 10, 10)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hwbed.attacks.executable import BaseExecutable
 from hwbed.attacks.inputs import AttackError
 from hwbed.attacks.oracle import Oracle
+from hwbed.ir.executable import BaseExecutable
 
 
 class Scorer(BaseExecutable):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hwbed.attacks.executable import BaseExecutable, to_pixels
+from hwbed.ir.executable import BaseExecutable, to_pixels
 
 SHAPE = (1, 2, 2)
 

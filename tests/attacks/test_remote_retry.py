@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from hwbed.attacks.remote import RemoteError, RemoteExecutable
+from hwbed.fpga.deploy.remote import RemoteError, RemoteExecutable
 
 INFO = {
     "name": "stub",

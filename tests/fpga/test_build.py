@@ -11,11 +11,11 @@ are those of a trained one) and a small verify step. Module-scoped fixtures buil
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hwbed.cli import show_progress
 from hwbed.fpga.build.flow import (
     PRESETS,
     BuildConfig,
@@ -52,9 +53,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:fast_hadamard_transform")
 
 
 def _run(cfg: BuildConfig) -> tuple[Path, str]:
-    """Build and return the folder and what the build printed."""
+    """Build and return the folder and what the build reported (what the CLI prints)."""
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    with show_progress(buf):
         out = build(cfg)
     return out, buf.getvalue()
 
@@ -76,7 +77,11 @@ def _load(folder: Path, name: str):
 
 
 def _graph_names(folder: Path) -> list[str]:
-    return [n["name"] for n in _load(folder, "graph.json")["nodes"]]
+    """The graph's hardware nodes (a ``Flatten`` has none: its consumer reads the stream)."""
+    from hwbed.ir.opdef import load_ops
+
+    ops = load_ops()
+    return [n["name"] for n in _load(folder, "graph.json")["nodes"] if ops[n["op"]].finn]
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -264,6 +269,7 @@ def test_summary_keys_types_and_consistency(full_build):
         "latency_ms": float, "resources": dict, "fits": bool, "ncc_m": float,
         "memory_mb": float, "device_memory_mb": float, "dsp_slice_ops": dict, "bottleneck": str,
         "bottleneck_cycles": int, "part": str, "weights": str, "folding": str,
+        "dsp_slice_model": str,
     }  # fmt: skip
     for key, typ in types.items():
         assert type(s[key]) is typ, (key, s.get(key))
@@ -290,6 +296,7 @@ def test_summary_keys_types_and_consistency(full_build):
     assert s["fits"]
     assert s["ncc_m"] > 0 and s["memory_mb"] > 0
     assert s["device_memory_mb"] == device_memory_mb(Graph.load(full_build / "graph")) > 0
+    assert s["dsp_slice_model"] == board.dsp_type == "DSP48E1"  # the Pynq-Z2's XC7Z020
     ops = s["dsp_slice_ops"]["ops"]
     assert ops["total"] == sum(v for k, v in ops.items() if k != "total") > 0
 
@@ -442,6 +449,66 @@ def test_stop_after_lower_then_resume(lowered, resumable):
     assert before == after  # earlier artifacts were read, not rebuilt
     assert (resumable / "summary.json").is_file() and not (resumable / "finn").exists()
     assert _load(resumable, "build_config.json")["start_step"] == "fold"
+
+
+def test_estimate_step_estimates_once_and_reads_the_folding_once(resumable, monkeypatch):
+    """The summary takes its numbers from the reports written, not from a second estimate."""
+    from hwbed.fpga.finn import estimates
+
+    real, estimated = estimates.estimate_reports, []
+    monkeypatch.setattr(estimates, "estimate_reports", lambda *a: estimated.append(a) or real(*a))
+    read_text, reads = Path.read_text, []
+
+    def counted(path: Path, *args, **kwargs) -> str:
+        reads.extend([path.name] if path.name == "hw_nodes.json" else [])
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    _resume(resumable)
+    assert (len(estimated), len(reads)) == (1, 1)
+    perf = _load(resumable, "report/estimate_network_performance.json")
+    assert _load(resumable, "summary.json")["bottleneck_cycles"] == perf["max_cycles"]
+
+
+def test_versal_part_says_its_slice_ops_are_counted_as_dsp48e2(resumable, monkeypatch, caplog):
+    """The simulator has no DSP58 model: the build warns, the summary notes it and names the
+    slice it counted on (the resource estimates stay FINN's DSP58 ones)."""
+    from hwbed.fpga.build import flow
+
+    versal = dataclasses.replace(
+        get_board("zcu104"), name="vck190", finn_board="VCK190", part="xcvc1902-vsva2197-2MP-e-S"
+    )
+    monkeypatch.setattr(flow, "get_board", lambda name: versal)
+    _, printed = _resume(resumable)
+    s = _load(resumable, "summary.json")
+    note = flow.DSP58_NOTE.format(part=versal.part)
+    assert versal.dsp_type == "DSP58" and s["dsp_slice_model"] == "DSP48E2"
+    assert s["notes"] == [note] and f"   note: {note}" in printed
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [note]
+    assert s["part"] == versal.part and s["dsp_slice_ops"]["ops"]["total"] > 0
+
+
+def test_the_library_logs_its_progress_and_prints_nothing(resumable, capsys, caplog):
+    """build() reports on the hwbed.progress logger; only the command lines print it."""
+    caplog.set_level(logging.INFO, logger="hwbed.progress")
+    cfg = BuildConfig(
+        model="tfc-w1a1", weights="random", progress=False, out=str(resumable),
+        start_step="fold", stop_step="estimate",
+    )  # fmt: skip
+    build(cfg)
+    assert capsys.readouterr().out == ""
+    lines = [r.getMessage() for r in caplog.records if r.name == "hwbed.progress"]
+    assert lines[0].startswith("[4/8] fold: ") and lines[-1].startswith("== tfc-w1a1 on pynq-z2")
+
+
+def test_steps_do_not_need_docstrings(resumable, monkeypatch):
+    """A step's line comes from the step table, not from ``__doc__`` (gone under python -OO)."""
+    from hwbed.fpga.build import flow
+
+    for name in ESTIMATE_ONLY:
+        monkeypatch.setattr(getattr(flow, f"step_{name}"), "__doc__", None)
+    _, printed = _resume(resumable)
+    assert f"[4/8] fold: {flow.STEPS['fold'].description}" in printed
 
 
 @pytest.mark.parametrize("target_fps", [5000.0, 200_000.0])

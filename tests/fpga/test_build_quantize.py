@@ -3,13 +3,13 @@ of a float network, its card, and the float vs deployed accuracy in the summary.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 
 import pytest
 import torch
 
+from hwbed.cli import show_progress
 from hwbed.fpga.build.flow import BuildConfig, BuildError, build, format_summary, unbuildable
 from hwbed.models.training import TrainConfig, train
 
@@ -28,7 +28,7 @@ def float_ckpt(tmp_path_factory):
 
 def _build(**kw) -> str:
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    with show_progress(buf):
         build(BuildConfig(progress=False, **kw))
     return buf.getvalue()
 

@@ -12,13 +12,12 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-import torch
 
-from hwbed.attacks.executable import BaseExecutable, Executable
-from hwbed.attacks.remote import RemoteError, RemoteExecutable
 from hwbed.fpga.deploy import board_backend, client, server
 from hwbed.fpga.deploy.board_backend import BoardError, FinnBoardExecutable
-from hwbed.fpga.deploy.server import QueryServer, ReferenceExecutable
+from hwbed.fpga.deploy.remote import RemoteError, RemoteExecutable
+from hwbed.fpga.deploy.server import QueryServer
+from hwbed.ir.executable import BaseExecutable, Executable, ReferenceExecutable, find_graph
 from hwbed.ir.types import GraphError
 
 TOKEN = "s3cret-token-for-tests"
@@ -28,18 +27,8 @@ MAX_BYTES = (MAX_BATCH + 2) * 64  # larger than a full batch, so both limits can
 
 
 @pytest.fixture(scope="module")
-def graph():
-    from hwbed.fpga.lowering.lower import lower
-    from hwbed.models.zoo import build_model
-
-    torch.manual_seed(0)
-    model = build_model("tfc-w1a1", 1, 8, 8, 10)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(16, *SHAPE))
-    model.eval()
-    return lower(model, "tfc-w1a1", SHAPE)
+def graph(random_graph):
+    return random_graph("tfc-w1a1", SHAPE, batch=16)
 
 
 @pytest.fixture
@@ -260,7 +249,7 @@ def test_graph_folder_and_clis(graph, tmp_path, capsys):
     exe = server.graph_executable(tmp_path / "build", backend="reference")
     assert isinstance(exe, ReferenceExecutable) and exe.input_shape == SHAPE
     with pytest.raises(FileNotFoundError):
-        server.find_graph(tmp_path)
+        find_graph(tmp_path)
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     assert server.read_token(token_file) == TOKEN
@@ -281,13 +270,22 @@ def test_graph_folder_and_clis(graph, tmp_path, capsys):
     assert labels == [str(v) for v in exe(x).argmax(axis=1)]
 
 
+def test_auto_backend_serves_the_simulator(graph, tmp_path):
+    from hwbed.sim.executable import SimExecutable
+
+    graph.save(tmp_path / "graph")
+    exe = server.graph_executable(tmp_path)
+    assert isinstance(exe, SimExecutable) and exe.name.startswith("dsp48-fast:")
+    assert np.array_equal(exe(pixels(3)), ReferenceExecutable(graph)(pixels(3)))
+
+
 def test_truncated_graph_and_bad_token_files_name_their_culprit(graph, tmp_path, capsys):
     graph.save(tmp_path / "build" / "graph")
     text = (tmp_path / "build" / "graph.json").read_text()
     (tmp_path / "build" / "graph.json").write_text(text[:100])
     for where in (tmp_path / "build", tmp_path / "build" / "graph.json"):
         with pytest.raises(GraphError, match="truncated or corrupt graph JSON"):
-            server.find_graph(where)
+            find_graph(where)
     with pytest.raises(server.StartupError, match="missing token file") as err:
         server.read_token(tmp_path / "nope")
     assert err.value.culprit == str(tmp_path / "nope")

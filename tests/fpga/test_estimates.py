@@ -7,6 +7,7 @@ import math
 import pytest
 
 from hwbed.fpga.finn.estimates import (
+    COST,
     dma_bound_fps,
     estimate_reports,
     layer_config_alternatives,
@@ -21,7 +22,8 @@ from hwbed.fpga.finn.estimates import (
     write_estimate_reports,
 )
 from hwbed.fpga.finn.folding import apply_folding_config
-from hwbed.fpga.finn.op_specs import FoldingError, bitwidth, is_signed
+from hwbed.fpga.finn.op_specs import OP_SPECS, FoldingError, OpSpec, bitwidth, is_signed
+from hwbed.ir.types import GraphError
 
 Z7020 = "xc7z020clg400-1"
 VERSAL = "xcve2802-vsvh1760-2MP-e-S"
@@ -341,6 +343,17 @@ def test_input_errors_are_clear():
         node_resources(mvau(SIMD=48), Z7020)
     with pytest.raises(ValueError, match="repeated: MVAU_hls_0"):
         layer_cycles([mvau(), mvau()])
+
+
+def test_every_op_type_has_a_cost_and_a_missing_one_is_an_error(monkeypatch):
+    assert sorted(COST.entries) == sorted(OP_SPECS)
+    monkeypatch.setitem(OP_SPECS, "Foo_hls", OpSpec(required=()))
+    node = {"name": "Foo_hls_0", "op_type": "Foo_hls"}
+    for estimate in (node_cycles, lambda n: node_resources(n, Z7020), node_op_and_param_counts):
+        with pytest.raises(
+            GraphError, match="'Foo_hls_0': the cost backend has no entry for 'Foo_hls'"
+        ):
+            estimate(node)
 
 
 def test_tfc_reports_with_finn_examples_folding(finn_example):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from brevitas.nn import QuantConv2d, QuantIdentity
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from qonnx.core.modelwrapper import ModelWrapper
 from torch import nn
 
@@ -59,17 +59,11 @@ def _images(spec: str, split: str) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module", params=list(EXPECTED_QUANT))
-def family(request, tmp_path_factory) -> SimpleNamespace:
+def family(request, tmp_path_factory, random_twin) -> SimpleNamespace:
     """One exported family: twin outputs, QONNX graph and outputs, lowered ORT model."""
     spec = request.param
-    torch.manual_seed(0)
     calib, x = _images(spec, "train"), _images(spec, "test")[:BATCH]
-    model = build_model(spec, *x.shape[1:], 10)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(calib)
-    model.eval()
+    model = random_twin(spec, tuple(x.shape[1:]), images=calib)
     with torch.no_grad():
         twin = model(x).numpy()
     path = tmp_path_factory.mktemp("export") / f"{spec}.onnx"
@@ -256,6 +250,22 @@ def test_lowering_rejects_unknown_custom_ops():
     )
     with pytest.raises(ExportError, match="Mystery"):
         to_onnxruntime(proto)
+
+
+def test_a_batch_folding_reshape_keeps_the_fixed_batch_and_says_so(caplog):
+    """A Reshape that folds the batch elsewhere fails on B+1 images: the fixed-batch model
+    comes back, with one note saying why."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])
+    shape = numpy_helper.from_array(np.array([2, 8], dtype=np.int64), "shape")
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "g", [x], [y])
+    graph.initializer.append(shape)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with caplog.at_level("INFO", logger="hwbed.fpga.export.ort"):
+        model = to_onnxruntime(proto)
+    assert not is_dynamic(model)
+    notes = [r.getMessage() for r in caplog.records if r.name == "hwbed.fpga.export.ort"]
+    assert len(notes) == 1 and notes[0].startswith("onnxruntime model keeps its fixed batch of 4")
 
 
 def test_export_does_not_touch_the_caller_model(tmp_path: Path):

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from functools import cache
 
 import numpy as np
 import pytest
 import torch
 
-from hwbed.fpga.lowering.lower import lower
 from hwbed.ir.checks import check_graph
 from hwbed.ir.graph import Graph, portable_path
 from hwbed.ir.types import GraphError
@@ -24,23 +22,16 @@ pytestmark = pytest.mark.filterwarnings(
 SPEC, SHAPE = "resnet20-xnor", (1, 8, 8)
 
 
-@cache
-def resnet() -> Graph:
+@pytest.fixture(scope="module")
+def resnet(random_graph) -> Graph:
     """A lowered random-init, calibrated resnet20-xnor: AddStreams, pool, INT8 stem and FC."""
-    from hwbed.models.zoo import build_model
-
-    torch.manual_seed(0)
-    model = build_model(SPEC, *SHAPE, 10).train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(8, *SHAPE))
-    return lower(model.eval(), SPEC, SHAPE)
+    return random_graph(SPEC, SHAPE)
 
 
 @pytest.fixture
-def saved(tmp_path):
+def saved(resnet, tmp_path):
     """graph.json of the saved resnet (with graph.npz beside it)."""
-    return resnet().save(tmp_path / "graph")
+    return resnet.save(tmp_path / "graph")
 
 
 def node(doc: dict, name: str) -> dict:
@@ -81,154 +72,185 @@ def wide_threshold(doc, arrays):
     arrays["MVAU_hls_2/thresholds"][:, -1] = 10**6
 
 
-PROBES = {
-    "AddStreams output INT9 -> INT4": (
-        retype("AddStreams_hls_0", "INT4"),
+def json_edit(edit):
+    """A corruption: ``edit(doc, arrays)`` on the saved graph's JSON and npz arrays."""
+
+    def corrupt(path):
+        npz = path.with_suffix(".npz")
+        doc, arrays = json.loads(path.read_text()), dict(np.load(npz))
+        edit(doc, arrays)
+        path.write_text(json.dumps(doc))
+        np.savez_compressed(npz, **arrays)
+
+    return corrupt
+
+
+def text_edit(cut):
+    """A corruption: ``cut(text)`` of the saved graph's JSON text."""
+    return lambda path: path.write_text(cut(path.read_text()))
+
+
+CORRUPTIONS = [
+    (
+        "AddStreams output INT9 -> INT4",
+        json_edit(retype("AddStreams_hls_0", "INT4")),
         "node AddStreams_hls_0: output INT4 cannot hold the proven range [-256, 254] (needs INT9)",
     ),
-    "AddStreams output INT9 -> INT40": (
-        retype("AddStreams_hls_0", "INT40"),
+    (
+        "AddStreams output INT9 -> INT40",
+        json_edit(retype("AddStreams_hls_0", "INT40")),
         "node AddStreams_hls_0: output INT40 is wider than the 32 bits the hardware holds",
     ),
-    "GlobalAccPool output INT10 -> INT8": (
-        retype("GlobalAccPool_hls_0", "INT8"),
+    (
+        "GlobalAccPool output INT10 -> INT8",
+        json_edit(retype("GlobalAccPool_hls_0", "INT8")),
         "node GlobalAccPool_hls_0: output INT8 cannot hold the proven range [-512, 508] "
         "(needs INT10)",
     ),
-    "graph input UINT8 -> UINT7": (
-        lambda doc, arrays: tensor(doc, "pixels").update(dtype="UINT7"),
+    (
+        "graph input UINT8 -> UINT7",
+        json_edit(lambda doc, arrays: tensor(doc, "pixels").update(dtype="UINT7")),
         "graph input 'pixels': type UINT7 cannot hold the uint8 pixel range [0, 255] (needs UINT8)",
     ),
-    "weightDataType INT8 -> INT2": (
-        attrs("MVAU_hls_0", weightDataType="INT2"),
+    (
+        "weightDataType INT8 -> INT2",
+        json_edit(attrs("MVAU_hls_0", weightDataType="INT2")),
         "node MVAU_hls_0: weightDataType INT2 cannot hold the range of its weights [-85, 85] "
         "(needs INT8)",
     ),
-    "weight 128 in an INT8 layer": (
-        set_weight,
+    (
+        "weight 128 in an INT8 layer",
+        json_edit(set_weight),
         "node MVAU_hls_19: weightDataType INT8 cannot hold the range of its weights "
         "[-127, 128] (needs INT9)",
     ),
-    "acc_type INT999": (
-        attrs("MVAU_hls_0", acc_type="INT999"),
+    (
+        "acc_type INT999",
+        json_edit(attrs("MVAU_hls_0", acc_type="INT999")),
         "node MVAU_hls_0: acc_type INT999 is wider than the 32 bits the hardware holds",
     ),
-    "acc_type FLOAT32": (
-        attrs("MVAU_hls_0", acc_type="FLOAT32"),
+    (
+        "acc_type FLOAT32",
+        json_edit(attrs("MVAU_hls_0", acc_type="FLOAT32")),
         "node MVAU_hls_0: acc_type FLOAT32 is not an integer type",
     ),
-    "acc_type INT18 -> INT17": (
-        attrs("MVAU_hls_0", acc_type="INT17"),
+    (
+        "acc_type INT18 -> INT17",
+        json_edit(attrs("MVAU_hls_0", acc_type="INT17")),
         "node MVAU_hls_0: acc_type INT17 cannot hold the proven range [-107610, 73950] "
         "(needs INT18)",
     ),
-    "acc_max below the proven range": (
-        attrs("MVAU_hls_0", acc_max=10),
+    (
+        "acc_max below the proven range",
+        json_edit(attrs("MVAU_hls_0", acc_max=10)),
         "node MVAU_hls_0: fields acc_min/acc_max [-107610, 10] do not cover the proven range "
         "[-107610, 73950]",
     ),
-    "inputDataType INT10 -> INT8": (
-        attrs("MVAU_hls_19", inputDataType="INT8"),
+    (
+        "inputDataType INT10 -> INT8",
+        json_edit(attrs("MVAU_hls_19", inputDataType="INT8")),
         "node MVAU_hls_19: inputDataType INT8 cannot hold the proven range [-512, 508] "
         "(needs INT10)",
     ),
-    "binary flag on INT8 weights": (
-        attrs("MVAU_hls_19", binary=True),
+    (
+        "binary flag on INT8 weights",
+        json_edit(attrs("MVAU_hls_19", binary=True)),
         "node MVAU_hls_19: field binary is set but its weights [-127, 127] are not ±1",
     ),
-    "zero-padded stream TERNARY -> BIPOLAR": (
-        retype("FMPadding_rtl_1", "BIPOLAR"),
+    (
+        "zero-padded stream TERNARY -> BIPOLAR",
+        json_edit(retype("FMPadding_rtl_1", "BIPOLAR")),
         "node FMPadding_rtl_1: output BIPOLAR cannot hold the proven range [-1, 1] (needs TERNARY)",
     ),
-    "MVAU output FLOAT32": (
-        retype("MVAU_hls_19", "FLOAT32"),
+    (
+        "MVAU output FLOAT32",
+        json_edit(retype("MVAU_hls_19", "FLOAT32")),
         "node MVAU_hls_19: output FLOAT32 is not an integer type",
     ),
-    "Affine output INT8": (
-        retype("Affine_hls_0", "INT8"),
+    (
+        "Affine output INT8",
+        json_edit(retype("Affine_hls_0", "INT8")),
         "node Affine_hls_0: output INT8, but Affine is FLOAT32",
     ),
-    "threshold beyond the accumulator domain": (
-        wide_threshold,
+    (
+        "threshold beyond the accumulator domain",
+        json_edit(wide_threshold),
         "node MVAU_hls_2: field thresholds [-46, 1000000] exceeds the domain [-144, 145] "
         "of its accumulator",
     ),
-    "MVAU thresholds removed": (
-        drop_thresholds("MVAU_hls_1"),
+    (
+        "MVAU thresholds removed",
+        json_edit(drop_thresholds("MVAU_hls_1")),
         "node MVAU_hls_1: missing param 'thresholds' (out_bias/out_scale say its accumulator "
         "is thresholded)",
     ),
-    "MVAU thresholds removed from the JSON only": (
-        drop_thresholds("MVAU_hls_1", npz=False),
+    (
+        "MVAU thresholds removed from the JSON only",
+        json_edit(drop_thresholds("MVAU_hls_1", npz=False)),
         "graph.npz holds 'MVAU_hls_1/thresholds', which the JSON does not declare",
     ),
-    "Thresholding thresholds removed": (
-        drop_thresholds("Thresholding_rtl_0"),
+    (
+        "Thresholding thresholds removed",
+        json_edit(drop_thresholds("Thresholding_rtl_0")),
         "node Thresholding_rtl_0: missing param 'thresholds'",
     ),
-    "input shape [8, 8, 1] -> [8, 8, 3]": (
-        lambda doc, arrays: tensor(doc, "pixels").update(shape=[8, 8, 3]),
+    (
+        "input shape [8, 8, 1] -> [8, 8, 3]",
+        json_edit(lambda doc, arrays: tensor(doc, "pixels").update(shape=[8, 8, 3])),
         "node FMPadding_rtl_0: input shape [8, 8, 3] gives [10, 10, 3] (300 values), which "
         "disagrees with output 't0_pad' declared [10, 10, 1] (100 values)",
     ),
-    "pool positions edited": (
-        attrs("GlobalAccPool_hls_0", positions=16),
+    (
+        "pool positions edited",
+        json_edit(attrs("GlobalAccPool_hls_0", positions=16)),
         "node GlobalAccPool_hls_0: field positions is 16, but its input [2, 2, 64] has 4",
     ),
-    "negative padding": (
-        attrs("FMPadding_rtl_0", pad=-1),
+    (
+        "negative padding",
+        json_edit(attrs("FMPadding_rtl_0", pad=-1)),
         "node FMPadding_rtl_0: field pad must be an integer >= 0, got -1",
     ),
-    "unknown tensor type": (
-        lambda doc, arrays: tensor(doc, "pixels").update(dtype="INT"),
+    (
+        "unknown tensor type",
+        json_edit(lambda doc, arrays: tensor(doc, "pixels").update(dtype="INT")),
         "tensor pixels: field dtype: unknown data type 'INT'",
     ),
-    "tensor nobody produces": (
-        lambda doc, arrays: doc["tensors"].append({"name": "t", "shape": [1], "dtype": "INT8"}),
+    (
+        "tensor nobody produces",
+        json_edit(
+            lambda doc, arrays: doc["tensors"].append({"name": "t", "shape": [1], "dtype": "INT8"})
+        ),
         "tensor t: declared but no node produces it",
     ),
-}
+    (
+        "truncated JSON",
+        text_edit(lambda text: "\n".join(text.splitlines()[:3])),
+        "cannot read graph JSON: truncated at line 3 column 15 (Expecting property name "
+        "enclosed in double quotes)",
+    ),
+    (
+        "corrupt JSON",
+        text_edit(lambda text: text.replace('"schema":', '"schema"', 1)),
+        "cannot read graph JSON: not valid JSON at line 2 column 11 (Expecting ':' delimiter)",
+    ),
+    ("empty JSON", text_edit(lambda text: ""), "cannot read graph JSON: the file is empty"),
+]
+"""(case, corruption of the saved graph, the one-line refusal after ``<graph.json>: ``)."""
 
 
-@pytest.mark.parametrize("probe", PROBES)
-def test_probe_is_refused_at_load(saved, probe):
-    edit, message = PROBES[probe]
-    doc = json.loads(saved.read_text())
-    npz = saved.with_suffix(".npz")
-    arrays = dict(np.load(npz))
-    edit(doc, arrays)
-    saved.write_text(json.dumps(doc))
-    np.savez_compressed(npz, **arrays)
+@pytest.mark.parametrize(
+    "corrupt, message", [c[1:] for c in CORRUPTIONS], ids=[c[0] for c in CORRUPTIONS]
+)
+def test_corrupted_graph_is_refused_at_load(saved, corrupt, message):
+    corrupt(saved)
     with pytest.raises(GraphError) as err:
         Graph.load(saved)
     assert str(err.value) == f"{saved}: {message}"
 
 
-@pytest.mark.parametrize(
-    "cut, message",
-    [
-        (
-            lambda text: "\n".join(text.splitlines()[:3]),
-            "truncated at line 3 column 15 (Expecting property name enclosed in double quotes)",
-        ),
-        (
-            lambda text: text.replace('"schema":', '"schema"', 1),
-            "not valid JSON at line 2 column 11 (Expecting ':' delimiter)",
-        ),
-        (lambda text: "", "the file is empty"),
-    ],
-    ids=["truncated", "corrupt", "empty"],
-)
-def test_unreadable_json_names_file_and_line(saved, cut, message):
-    saved.write_text(cut(saved.read_text()))
-    with pytest.raises(GraphError) as err:
-        Graph.load(saved)
-    assert str(err.value) == f"{saved}: cannot read graph JSON: {message}"
-
-
-def test_proven_ranges_of_the_lowered_graph():
+def test_proven_ranges_of_the_lowered_graph(resnet):
     """The ranges the checks prove: pixels, the int8 stream, its sums and the pooled sums."""
-    graph = resnet()
+    graph = resnet
     proven = check_graph(graph)
     out = {n.name: proven[n.outputs[0]] for n in graph.nodes}
     assert (proven["pixels"].lo, proven["pixels"].hi) == (0, 255)
@@ -253,8 +275,8 @@ def test_portable_path(tmp_path):
     assert portable_path(tmp_path / "other.pt", folder) == str((tmp_path / "other.pt").resolve())
 
 
-def test_meta_checkpoint_is_stored_relative_and_loaded_absolute(tmp_path):
-    graph = resnet()
+def test_meta_checkpoint_is_stored_relative_and_loaded_absolute(resnet, tmp_path):
+    graph = resnet
     graph.meta["checkpoint"] = str(tmp_path / "a" / "model.pt")
     try:
         jpath = graph.save(tmp_path / "a" / "graph")

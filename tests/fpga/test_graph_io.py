@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from hwbed.fpga.lowering.lower import lower
 from hwbed.ir.graph import Graph
 from hwbed.ir.reference import execute
 from hwbed.ir.types import GraphError
@@ -21,21 +20,14 @@ pytestmark = pytest.mark.filterwarnings("ignore:Keyword arguments are being pass
 SHAPE = (1, 8, 8)
 
 
-@cache
-def graph(spec: str = "tfc-w2a2") -> Graph:
-    """A lowered random-init TFC (multi-bit: thresholds with several steps)."""
-    from hwbed.models.zoo import build_model
-
-    torch.manual_seed(0)
-    model = build_model(spec, *SHAPE, 10).train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(8, *SHAPE))
-    return lower(model.eval(), spec, SHAPE)
+@pytest.fixture(scope="module")
+def graph(random_graph):
+    """A lowered random-init TFC by spec (tfc-w2a2, multi-bit: thresholds with several steps)."""
+    return cache(lambda spec="tfc-w2a2": random_graph(spec, SHAPE))
 
 
 @pytest.fixture
-def saved(tmp_path):
+def saved(tmp_path, graph):
     """Paths (json, npz) of the saved graph."""
     jpath = graph().save(tmp_path / "tfc")
     return jpath, jpath.with_suffix(".npz")
@@ -58,7 +50,7 @@ def node_doc(doc: dict, name: str) -> dict:
 
 
 @pytest.mark.parametrize("spec", ["tfc-w2a2", "tfc-w1a1"])
-def test_round_trip_gives_identical_outputs(tmp_path, spec):
+def test_round_trip_gives_identical_outputs(tmp_path, spec, graph):
     g = graph(spec)
     loaded = Graph.load(g.save(tmp_path / spec))
     assert [(n.name, n.op, n.inputs, n.outputs) for n in loaded.nodes] == [
@@ -83,7 +75,8 @@ def test_corrupt_json(saved):
     "field, value, message",
     [
         ("schema", "onnx", r"not an hwbed graph \(schema field\)"),
-        ("version", 2, "schema version 2, expected 1"),
+        ("version", 3, r"schema version 3, expected 2$"),
+        ("version", 1, r"schema version 1, expected 2 \(.*rebuild it with python -m hwbed.build"),
     ],
 )
 def test_wrong_schema_or_version(saved, field, value, message):
@@ -159,7 +152,7 @@ def test_tensor_used_before_produced(saved):
     jpath, _ = saved
 
     def swap(d):
-        d["nodes"][1], d["nodes"][2] = d["nodes"][2], d["nodes"][1]
+        d["nodes"][2], d["nodes"][3] = d["nodes"][3], d["nodes"][2]  # the two first MVAUs
 
     edit_json(jpath, swap)
     with pytest.raises(
@@ -177,7 +170,7 @@ def test_missing_node_field(saved):
         Graph.load(jpath)
 
 
-def test_output_type_narrower_than_proven_range(saved):
+def test_output_type_narrower_than_proven_range(saved, graph):
     jpath, _ = saved
     out = graph().node("MVAU_hls_3").outputs[0]
 

@@ -14,15 +14,12 @@ from functools import cache
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from hwbed.attacks.executable import TorchTwin
 from hwbed.fpga.lowering.lower import lower
-from hwbed.ir.graph import Graph
+from hwbed.ir.executable import TorchTwin
 from hwbed.ir.reference import execute
 from hwbed.ir.types import GraphError, IntType
 from hwbed.models.layers import exact_fc
-from hwbed.models.quantize import end_stats_phase
 from hwbed.models.zoo import build_model
 from hwbed.sim.executable import SimExecutable
 from hwbed.sim.slice_path import execute_slices
@@ -41,31 +38,23 @@ SLOW_SPECS = [
 ]
 
 
-def calibrate(model: nn.Module, x: torch.Tensor) -> None:
-    """tests/conftest.py's ``calibrate`` (a fixture there; this module caches its twins): a
-    training pass, Brevitas' statistics phase marked done, another pass."""
-    end_stats_phase(model, x)
+@pytest.fixture(scope="module")
+def twin(random_twin):
+    """``twin(spec, shape=SHAPE)``: a random-init twin of ``spec``, calibrated (BN statistics,
+    Brevitas scales), in eval; built once."""
+    return cache(lambda spec, shape=SHAPE: random_twin(spec, shape, end_stats=True))
 
 
-@cache
-def twin(spec: str, shape: tuple[int, int, int] = SHAPE, seed: int = 0) -> nn.Module:
-    """A random-init twin of ``spec``, calibrated (BN statistics, Brevitas scales), in eval."""
-    torch.manual_seed(seed)
-    model = build_model(spec, *shape, 10)
-    for _ in range(3):
-        calibrate(model, torch.rand(8, *shape))
-    return model.eval()
+@pytest.fixture(scope="module")
+def lowered(twin):
+    """``lowered(spec, shape=SHAPE)``: the twin's integer graph, lowered once."""
+    return cache(lambda spec, shape=SHAPE: lower(twin(spec, shape), spec, shape))
 
 
-@cache
-def lowered(spec: str, shape: tuple[int, int, int] = SHAPE) -> Graph:
-    return lower(twin(spec, shape), spec, shape)
-
-
-@cache
-def simulator(spec: str, shape: tuple[int, int, int] = SHAPE) -> SimExecutable:
-    """The fast path (its plan compiles once)."""
-    return SimExecutable(lowered(spec, shape))
+@pytest.fixture(scope="module")
+def simulator(lowered):
+    """``simulator(spec, shape=SHAPE)``: the fast path (its plan compiles once)."""
+    return cache(lambda spec, shape=SHAPE: SimExecutable(lowered(spec, shape)))
 
 
 def images(shape: tuple[int, int, int], n_random: int, seed: int = 1) -> np.ndarray:
@@ -92,21 +81,27 @@ def images(shape: tuple[int, int, int], n_random: int, seed: int = 1) -> np.ndar
     return np.concatenate([np.stack(extreme), rand])
 
 
-def check_bit_exact(spec: str, shape: tuple[int, int, int], n_random: int, n_ref: int) -> None:
-    """Every logit of the fast path on the extreme and ``n_random`` random images, and of the
-    reference executor on the first ``n_ref`` of them, equals the twin's."""
-    graph = lowered(spec, shape)
-    x = images(shape, n_random)
-    want = TorchTwin(twin(spec, shape), spec, shape, 10)(x)
-    got_fast = simulator(spec, shape)(x)
-    got_ref = execute(graph, np.ascontiguousarray(x[:n_ref].transpose(0, 2, 3, 1)))
-    for path, got, ref in (("fast", got_fast, want), ("reference", got_ref, want[:n_ref])):
-        assert got.dtype == np.float32
-        bad = int((got != ref).sum())
-        assert bad == 0, f"{spec} {shape}, {path}: {bad} of {got.size} logits differ"
-        assert np.array_equal(got, ref)
-    labels = execute(graph, np.ascontiguousarray(x[:4].transpose(0, 2, 3, 1)), keep=True)
-    assert np.array_equal(labels[graph.nodes[-1].outputs[0]][:, 0], want[:4].argmax(1))
+@pytest.fixture(scope="module")
+def check_bit_exact(twin, lowered, simulator):
+    """``check_bit_exact(spec, shape, n_random, n_ref)``: every logit of the fast path on the
+    extreme and ``n_random`` random images, and of the reference executor on the first ``n_ref``
+    of them, equals the twin's."""
+
+    def check(spec: str, shape: tuple[int, int, int], n_random: int, n_ref: int) -> None:
+        graph = lowered(spec, shape)
+        x = images(shape, n_random)
+        want = TorchTwin(twin(spec, shape), spec, shape, 10)(x)
+        got_fast = simulator(spec, shape)(x)
+        got_ref = execute(graph, np.ascontiguousarray(x[:n_ref].transpose(0, 2, 3, 1)))
+        for path, got, ref in (("fast", got_fast, want), ("reference", got_ref, want[:n_ref])):
+            assert got.dtype == np.float32
+            bad = int((got != ref).sum())
+            assert bad == 0, f"{spec} {shape}, {path}: {bad} of {got.size} logits differ"
+            assert np.array_equal(got, ref)
+        labels = execute(graph, np.ascontiguousarray(x[:4].transpose(0, 2, 3, 1)), keep=True)
+        assert np.array_equal(labels[graph.nodes[-1].outputs[0]][:, 0], want[:4].argmax(1))
+
+    return check
 
 
 # -- default run ---------------------------------------------------------------------------
@@ -115,11 +110,11 @@ def check_bit_exact(spec: str, shape: tuple[int, int, int], n_random: int, n_ref
     [("resnet18-w8a8", SHAPE), ("resnet18-xnor", ODD)],
     ids=["resnet18-w8a8-64", "resnet18-xnor-72"],
 )
-def test_graph_equals_twin(spec, shape):
+def test_graph_equals_twin(check_bit_exact, spec, shape):
     check_bit_exact(spec, shape, 24, 10)
 
 
-def test_graph_has_the_imagenet_structure():
+def test_graph_has_the_imagenet_structure(lowered):
     graph = lowered("resnet18-xnor", ODD)
     ops = [n.op for n in graph.nodes]
     stem = ops[: ops.index("Pool") + 1]
@@ -138,7 +133,7 @@ def test_graph_has_the_imagenet_structure():
     assert pool.attrs["positions"] == 9
 
 
-def test_uint8_stream_pads_its_pool_with_zero():
+def test_uint8_stream_pads_its_pool_with_zero(lowered):
     graph = lowered("resnet18-w8a8", SHAPE)
     pool = next(n for n in graph.nodes if n.op == "Pool")
     pad = graph.producer(graph.producer(pool.inputs[0]).inputs[0])
@@ -147,7 +142,7 @@ def test_uint8_stream_pads_its_pool_with_zero():
 
 
 @pytest.mark.parametrize("spec", ["resnet18-w8a8", "resnet18-xnor"])
-def test_imagenet_twin_is_batch_consistent(spec):
+def test_imagenet_twin_is_batch_consistent(twin, spec):
     """Its head's logits are a function of the integer sum: batch 1 and batch 20 agree."""
     shape = SHAPE if spec.endswith("w8a8") else ODD
     model = twin(spec, shape)
@@ -185,15 +180,10 @@ def test_heads():
     assert type(imagenet.fc).__name__ == "ExactLinear"
 
 
-def test_cifar_resnets_lower_at_cifar_size():
+def test_cifar_resnets_lower_at_cifar_size(random_twin):
     """At 3x32x32 the FC's worst-case sum passes 2^24: the exact head lowers it, bit-exact."""
     spec = "resnet20-xnor"
-    torch.manual_seed(0)
-    model = build_model(spec, 3, 32, 32, 10).train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(8, 3, 32, 32))
-    model.eval()
+    model = random_twin(spec, (3, 32, 32))
     graph = lower(model, spec, (3, 32, 32))
     x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     x[0], x[1] = 0, 255
@@ -203,14 +193,14 @@ def test_cifar_resnets_lower_at_cifar_size():
 
 
 # -- refusals ------------------------------------------------------------------------------
-def test_max_pool_it_cannot_lower_is_refused(monkeypatch):
+def test_max_pool_it_cannot_lower_is_refused(twin, monkeypatch):
     model = twin("resnet18-xnor", ODD)
     monkeypatch.setattr(model.pool, "ceil_mode", True)
     with pytest.raises(GraphError, match=r"resnet18-xnor stem pool: max pool with .*ceil_mode"):
         lower(model, "resnet18-xnor", ODD)
 
 
-def test_projection_on_another_scale_is_refused(monkeypatch):
+def test_projection_on_another_scale_is_refused(twin, monkeypatch):
     from hwbed.fpga.lowering import frontend
 
     model = twin("resnet18-xnor", ODD)
@@ -231,18 +221,18 @@ def test_projection_on_another_scale_is_refused(monkeypatch):
 # -- slow: every spec, a few hundred images, the slice path --------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", SLOW_SPECS)
-def test_graph_equals_twin_many_images(spec):
+def test_graph_equals_twin_many_images(check_bit_exact, spec):
     check_bit_exact(spec, SHAPE, 300, 100)
 
 
 @pytest.mark.slow
-def test_odd_pool_many_images():
+def test_odd_pool_many_images(check_bit_exact):
     check_bit_exact("resnet18-w8a8", ODD, 300, 100)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", ["resnet18-xnor", "resnet18-w8a8"])
-def test_slice_path_equals_twin(spec):
+def test_slice_path_equals_twin(twin, lowered, spec):
     graph = lowered(spec, SHAPE)
     x = images(SHAPE, 0)[[1, 4]]  # all 255, 8 px checkerboard
     want = TorchTwin(twin(spec, SHAPE), spec, SHAPE, 10)(x)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from hwbed.fpga.finn.nodes import finn_nodes
 from hwbed.fpga.lowering.lower import lower
 from hwbed.fpga.lowering.passes import (
     DEFAULT_PASSES,
@@ -31,26 +32,30 @@ CALIBRATION_STEPS = {"abc": 8, "int": 8}
 """Training-mode forwards that set BN statistics and Brevitas' runtime scales."""
 
 
-def twin(spec: str, seed: int = 0) -> nn.Module:
-    """A random-init, calibrated, eval-mode twin of ``spec`` on its test shape."""
+@pytest.fixture(scope="module")
+def twin(random_twin):
+    """``twin(spec)``: a random-init, calibrated, eval-mode twin of ``spec`` on its test shape."""
     from hwbed.models.spec import parse_spec
-    from hwbed.models.zoo import build_model
 
-    torch.manual_seed(seed)
-    model = build_model(spec, *SHAPES[spec.split("-")[0]], 10)
-    model.train()
-    with torch.no_grad():
-        for _ in range(CALIBRATION_STEPS.get(parse_spec(spec).quant, 3)):
-            model(torch.rand(8, *SHAPES[spec.split("-")[0]]))
-    return model.eval()
+    def make(spec: str) -> nn.Module:
+        passes = CALIBRATION_STEPS.get(parse_spec(spec).quant, 3)
+        return random_twin(spec, SHAPES[spec.split("-")[0]], passes=passes)
+
+    return make
 
 
-@cache
-def lowered(spec: str):
-    """(twin, graph before passes, graph after the default passes), built once per session."""
-    model = twin(spec)
-    raw = lower(model, spec, SHAPES[spec.split("-")[0]], passes=())
-    return model, raw, run_passes(raw)
+@pytest.fixture(scope="module")
+def lowered(twin):
+    """``lowered(spec)``: (twin, graph before passes, graph after the default passes), built
+    once per spec."""
+
+    @cache
+    def get(spec: str):
+        model = twin(spec)
+        raw = lower(model, spec, SHAPES[spec.split("-")[0]], passes=())
+        return model, raw, run_passes(raw)
+
+    return get
 
 
 def pixels(spec: str, n: int, seed: int = 1) -> np.ndarray:
@@ -71,7 +76,7 @@ PASS_GRAPHS = ["tfc-w1a1", "cnv-w1a1", "resnet20-xnor"]
 @pytest.mark.parametrize(
     "index", range(len(DEFAULT_PASSES)), ids=[type(p).__name__ for p in DEFAULT_PASSES]
 )
-def test_pass_preserves_function(spec, index):
+def test_pass_preserves_function(lowered, spec, index):
     graph = lowered(spec)[1]
     for p in DEFAULT_PASSES[:index]:
         graph = run_passes(graph, (p,))
@@ -86,7 +91,7 @@ def test_pass_preserves_function(spec, index):
         assert np.array_equal(old[name], new[name]), name
 
 
-def test_absorb_thresholds_reaches_a_fixpoint():
+def test_absorb_thresholds_reaches_a_fixpoint(lowered):
     raw = lowered("cnv-w1a1")[1]
     once, modified = AbsorbThresholdsIntoMVAU().apply(raw)
     assert modified and len(once.nodes) < len(raw.nodes)
@@ -96,7 +101,7 @@ def test_absorb_thresholds_reaches_a_fixpoint():
     assert unthresholded == [[n for n in once.nodes if n.op == "MVAU"][-1].name]  # the last FC
 
 
-def test_accumulator_widths_are_proven_and_tight():
+def test_accumulator_widths_are_proven_and_tight(lowered):
     graph = lowered("cnv-w1a1")[2]
     for node in graph.nodes:
         if node.op != "MVAU":
@@ -115,7 +120,7 @@ def test_accumulator_widths_are_proven_and_tight():
 SPECS = ["cnv-w1a1", "cnv-w2a2", "tfc-w1a1", "resnet20-xnor", "resnet20-abc3x3", "resnet20-w4a4"]
 
 
-def _agreement(spec: str, n: int) -> None:
+def _agreement(lowered, spec: str, n: int) -> None:
     model, _, graph = lowered(spec)
     x = pixels(spec, n)
     got, want = execute(graph, x), twin_logits(model, x)
@@ -128,17 +133,17 @@ def _agreement(spec: str, n: int) -> None:
 
 
 @pytest.mark.parametrize("spec", SPECS)
-def test_graph_equals_twin(spec):
-    _agreement(spec, 16)
+def test_graph_equals_twin(lowered, spec):
+    _agreement(lowered, spec, 16)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", SPECS)
-def test_graph_equals_twin_many_inputs(spec):
-    _agreement(spec, 256)
+def test_graph_equals_twin_many_inputs(lowered, spec):
+    _agreement(lowered, spec, 256)
 
 
-def test_agreement_check_can_fail():
+def test_agreement_check_can_fail(lowered):
     """Flipping one binary weight of the last layer must show up in the logits."""
     model, _, graph = lowered("tfc-w1a1")
     broken = copy.deepcopy(graph)
@@ -150,7 +155,7 @@ def test_agreement_check_can_fail():
 
 # -- FINN names --------------------------------------------------------------------------------
 @pytest.mark.parametrize("spec", ["cnv-w1a1", "tfc-w1a1"])
-def test_finn_names_cover_folding_config(spec, finn_example):
+def test_finn_names_cover_folding_config(lowered, spec, finn_example):
     config = finn_example(spec)[1]
     names = {n.name for n in lowered(spec)[2].nodes}
     missing = set(config) - {"Defaults"} - names
@@ -173,7 +178,7 @@ def test_float_spec_is_refused(spec, message):
         lower(model, spec, SHAPES[spec.split("-")[0]])
 
 
-def test_non_monotone_epilogue_is_refused(monkeypatch):
+def test_non_monotone_epilogue_is_refused(twin, monkeypatch):
     model = twin("tfc-w1a1")
     bn = next(m for m in model.features if isinstance(m, nn.BatchNorm1d))
     monkeypatch.setattr(bn, "forward", lambda v: v * v - 10.0)
@@ -181,7 +186,7 @@ def test_non_monotone_epilogue_is_refused(monkeypatch):
         lower(model, "tfc-w1a1", SHAPES["tfc"])
 
 
-def test_accumulator_wider_than_configured_is_refused():
+def test_accumulator_wider_than_configured_is_refused(lowered, twin):
     graph = lowered("cnv-w1a1")[2]
     with pytest.raises(
         GraphError,
@@ -204,3 +209,44 @@ def test_accumulator_wider_than_configured_is_refused():
 def test_unsupported_model_type_is_refused(spec, message):
     with pytest.raises(GraphError, match=message):
         lower(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), spec, (1, 8, 8))
+
+
+@pytest.mark.parametrize("cut", range(1, 16))
+def test_truncated_bnn_pynq_layout_is_refused(twin, cut):
+    """Any prefix of TFC's layers is refused with a GraphError naming the network, never an
+    IndexError."""
+    model = copy.deepcopy(twin("tfc-w1a1"))
+    model.features = nn.ModuleList(list(model.features)[:cut])
+    with pytest.raises(GraphError, match=r"^tfc-w1a1[ :]"):
+        lower(model, "tfc-w1a1", SHAPES["tfc"])
+
+
+def test_block_with_a_missing_unit_is_refused(twin):
+    model = copy.deepcopy(twin("resnet20-xnor"))
+    del model.blocks[0].bns[1]
+    with pytest.raises(GraphError, match=r"resnet20-xnor blocks\.0: 2 activations, 2 convs and 1"):
+        lower(model, "resnet20-xnor", SHAPES["resnet20"])
+
+
+def test_flatten_is_a_node(lowered):
+    """The front-end emits Flatten where a linear layer reads a feature map (TFC: before the
+    input thresholds, on the pixels; CNV: after the last conv layer)."""
+    tfc, cnv = lowered("tfc-w1a1")[2], lowered("cnv-w1a1")[2]
+    assert [n.op for n in tfc.nodes[:2]] == ["Flatten", "Thresholding"]
+    assert tfc.tensors[tfc.nodes[0].outputs[0]].shape == (64,)
+    (flat,) = [n for n in cnv.nodes if n.op == "Flatten"]
+    assert cnv.producer(flat.inputs[0]).op == "MVAU"
+    (fc,) = cnv.consumers(flat.outputs[0])
+    # FINN has no node for it: the input thresholds see the flat vector (finn-examples TFC:
+    # one channel per pixel), the first linear MVAU reads the last conv MVAU's stream
+    tfc_finn, cnv_finn = finn_nodes(tfc), finn_nodes(cnv)
+    assert "Flatten" not in {d["name"].split("_")[0] for d in tfc_finn + cnv_finn}
+    first = tfc_finn[0]
+    assert (first["op_type"], first["input"], first["NumChannels"]) == (
+        "Thresholding_rtl",
+        ["pixels"],
+        64,
+    )
+    assert first["numInputVectors"] == [1]
+    (d,) = [d for d in cnv_finn if d["name"] == fc.name]
+    assert d["input"] == flat.inputs and d["numInputVectors"] == [1]

@@ -11,8 +11,6 @@ import pytest
 import torch
 
 from hwbed.fpga.export.qonnx_render import run_qonnx_render, to_qonnx
-from hwbed.fpga.lowering.lower import lower
-from hwbed.ir.graph import Graph
 from hwbed.ir.reference import execute
 from hwbed.ir.types import GraphError, IntType
 
@@ -22,17 +20,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:Keyword arguments are being pass
 SHAPES = {"cnv": (3, 32, 32), "tfc": (1, 8, 8), "resnet20": (1, 8, 8)}
 
 
-@cache
-def graph(spec: str) -> Graph:
-    from hwbed.models.zoo import build_model
-
-    shape = SHAPES[spec.split("-")[0]]
-    torch.manual_seed(0)
-    model = build_model(spec, *shape, 10).train()
-    with torch.no_grad():
-        for _ in range(8):
-            model(torch.rand(8, *shape))
-    return lower(model.eval(), spec, shape)
+@pytest.fixture(scope="module")
+def graph(random_graph):
+    """A random-init network by spec, calibrated over 8 passes, lowered (cached per spec)."""
+    return cache(lambda spec: random_graph(spec, SHAPES[spec.split("-")[0]], passes=8))
 
 
 def pixels(spec: str, n: int, seed: int = 3) -> np.ndarray:
@@ -40,7 +31,7 @@ def pixels(spec: str, n: int, seed: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
 
 
-def assert_same(spec: str, n: int) -> None:
+def assert_same(graph, spec: str, n: int) -> None:
     g = graph(spec)
     x = pixels(spec, n)
     want, got = execute(g, x, keep=True), run_qonnx_render(g, x, keep=True)
@@ -53,8 +44,8 @@ def assert_same(spec: str, n: int) -> None:
 
 
 @pytest.mark.parametrize("spec, n", [("tfc-w1a1", 16), ("resnet20-xnor", 2), ("cnv-w1a1", 1)])
-def test_qonnx_equals_reference(spec, n):
-    assert_same(spec, n)
+def test_qonnx_equals_reference(spec, n, graph):
+    assert_same(graph, spec, n)
 
 
 @pytest.mark.slow
@@ -69,8 +60,8 @@ def test_qonnx_equals_reference(spec, n):
         ("resnet20-w4a4", 4),
     ],
 )
-def test_qonnx_equals_reference_more(spec, n):
-    assert_same(spec, n)
+def test_qonnx_equals_reference_more(spec, n, graph):
+    assert_same(graph, spec, n)
 
 
 @pytest.mark.parametrize(
@@ -108,7 +99,7 @@ def test_qonnx_equals_reference_more(spec, n):
         ),
     ],
 )
-def test_rendering_uses_qonnx_custom_ops(spec, ops):
+def test_rendering_uses_qonnx_custom_ops(spec, ops, graph):
     model = to_qonnx(graph(spec))
     used = {n.op_type for n in model.graph.node}
     assert ops <= used, sorted(ops - used)
@@ -116,7 +107,7 @@ def test_rendering_uses_qonnx_custom_ops(spec, ops):
     assert [o.name for o in model.graph.output][0] == graph(spec).output
 
 
-def test_xnor_thresholds_move_to_the_popcount():
+def test_xnor_thresholds_move_to_the_popcount(graph):
     """d >= T  <=>  P >= ceil((T + K) / 2) for P = (d + K) / 2, at every T and d."""
     g = copy.deepcopy(graph("tfc-w1a1"))
     node = g.node("MVAU_hls_1")
@@ -126,7 +117,7 @@ def test_xnor_thresholds_move_to_the_popcount():
     assert np.array_equal(run_qonnx_render(g, x), execute(g, x))
 
 
-def test_wrong_annotation_is_caught_by_qonnx():
+def test_wrong_annotation_is_caught_by_qonnx(graph):
     """A declared type narrower than the values makes qonnx's sanitizer object: an error."""
     g = copy.deepcopy(graph("tfc-w1a1"))
     g.tensors[g.node("MVAU_hls_3").outputs[0]].dtype = IntType("int", 2)
@@ -134,7 +125,7 @@ def test_wrong_annotation_is_caught_by_qonnx():
         run_qonnx_render(g, pixels("tfc-w1a1", 4))
 
 
-def test_float32_inexact_accumulator_is_refused():
+def test_float32_inexact_accumulator_is_refused(graph):
     g = copy.deepcopy(graph("tfc-w2a2"))
     g.node("MVAU_hls_1").params["weights"][0] = 2**20
     with pytest.raises(
@@ -145,13 +136,13 @@ def test_float32_inexact_accumulator_is_refused():
         to_qonnx(g)
 
 
-def test_float32_inexact_threshold_is_refused():
+def test_float32_inexact_threshold_is_refused(graph):
     g = copy.deepcopy(graph("tfc-w2a2"))
     g.node("MVAU_hls_0").params["thresholds"][0, -1] = 2**24
     with pytest.raises(GraphError, match="node MVAU_hls_0: field thresholds reaches 2\\^24"):
         to_qonnx(g)
 
 
-def test_wrong_input_shape_is_refused():
+def test_wrong_input_shape_is_refused(graph):
     with pytest.raises(GraphError, match="does not match the graph's"):
         run_qonnx_render(graph("tfc-w1a1"), np.zeros((1, 8, 8, 3), dtype=np.uint8))

@@ -13,11 +13,10 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
-from hwbed.attacks.executable import BaseExecutable
-from hwbed.attacks.remote import RemoteExecutable
-from hwbed.fpga.deploy.server import QueryServer, ReferenceExecutable
+from hwbed.fpga.deploy.remote import RemoteExecutable
+from hwbed.fpga.deploy.server import QueryServer
+from hwbed.ir.executable import BaseExecutable, ReferenceExecutable
 
 TOKEN = "load-test-token"
 SHAPE = (1, 8, 8)
@@ -25,16 +24,8 @@ AUTH = f"Authorization: Bearer {TOKEN}\r\n"
 
 
 @pytest.fixture(scope="module")
-def graph():
-    from hwbed.fpga.lowering.lower import lower
-    from hwbed.models.zoo import build_model
-
-    torch.manual_seed(0)
-    model = build_model("tfc-w1a1", 1, 8, 8, 10).train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(16, *SHAPE))
-    return lower(model.eval(), "tfc-w1a1", SHAPE)
+def graph(random_graph):
+    return random_graph("tfc-w1a1", SHAPE, batch=16)
 
 
 def pixels(n: int, seed: int = 0) -> np.ndarray:

@@ -27,9 +27,9 @@ from hwbed.models.quantize import (
     deployed_spec,
     images_digest,
     ptq,
-    quantize_checkpoint,
     quantized_copy,
 )
+from hwbed.models.quantize_checkpoint import quantize_checkpoint
 from hwbed.models.resnet import RELU_STREAM, ResNet
 from hwbed.models.spec import parse_spec
 from hwbed.models.training import FINETUNE_LR, RunConflictError, TrainConfig, train
@@ -44,14 +44,15 @@ def _scale_module(quant):
     return quant.act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl
 
 
-def _float_net(spec: str = "resnet20", seed: int = 0) -> ResNet:
-    """A random float network with non-trivial BN statistics (train-mode passes)."""
-    torch.manual_seed(seed)
-    model = build_model(spec, *SHAPE, 10).train()
-    with torch.no_grad():
-        for _ in range(4):
-            model(torch.rand(32, *SHAPE))
-    return model.eval()
+@pytest.fixture
+def float_net(random_twin):
+    """``float_net(spec="resnet20")``: a random float network with non-trivial BN statistics
+    (train-mode passes)."""
+
+    def make(spec: str = "resnet20") -> ResNet:
+        return random_twin(spec, SHAPE, passes=4, batch=32)
+
+    return make
 
 
 def _pixels(n: int, seed: int = 1) -> np.ndarray:
@@ -84,11 +85,11 @@ def test_int_resnet_mirrors_the_float_relu_placement():
 @pytest.mark.parametrize(
     "float_spec", ["resnet20", "resnet20-prune-filter50", "resnet20-prune-kernel50"]
 )
-def test_ptq_twin_computes_the_float_function_and_lowers_bit_exactly(float_spec):
+def test_ptq_twin_computes_the_float_function_and_lowers_bit_exactly(float_net, float_spec):
     from hwbed.fpga.lowering.lower import lower
     from hwbed.ir.reference import execute
 
-    net = _float_net(float_spec)
+    net = float_net(float_spec)
     spec = parse_spec(float_spec).at_precision("w8a8")
     twin = ptq(net, spec, _pixels(256, seed=2)).eval()
     x = _pixels(64)
@@ -123,8 +124,8 @@ def _expected_codes(w: torch.Tensor, bits: int, per_channel: bool):
     return torch.clamp(torch.round(w / s), -q, q), s
 
 
-def test_carried_weights_are_the_float_weights_quantized():
-    net = _float_net()
+def test_carried_weights_are_the_float_weights_quantized(float_net):
+    net = float_net()
     twin = quantized_copy(net, "resnet20-w8a8")
     pairs = [(net.stem_conv.weight / 255.0, twin.stem_conv, True)]  # pixels 0..255, not [0, 1]
     pairs += [
@@ -144,8 +145,10 @@ def test_carried_weights_are_the_float_weights_quantized():
                 assert torch.equal(value, bns[name].state_dict()[key]), (name, key)
 
 
-def test_kernel_pruned_zeros_stay_zero_through_qat_and_a_round_trip(tmp_path, calibrated):
-    net = _float_net("resnet20-prune-kernel50")
+def test_kernel_pruned_zeros_stay_zero_through_qat_and_a_round_trip(
+    tmp_path, calibrated, float_net
+):
+    net = float_net("resnet20-prune-kernel50")
     twin = quantized_copy(net, "resnet20-prune-kernel50-w8a8")
     calibrated(twin, torch.rand(16, *SHAPE))
     opt = torch.optim.Adam(twin.parameters(), lr=1e-2)

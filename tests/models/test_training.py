@@ -13,10 +13,18 @@ import pytest
 import torch
 
 from hwbed import train as train_cli
+from hwbed.cli import show_progress
 from hwbed.models import training
 from hwbed.models.checkpoint import load_checkpoint, read_checkpoint
 from hwbed.models.pruning import inner_convs
 from hwbed.models.training import RunConflictError, TrainConfig, _digest, train
+
+
+@pytest.fixture(autouse=True)
+def progress_on_stdout():
+    """train() reports on hwbed's progress logger: on stdout here, as the CLI prints it."""
+    with show_progress():
+        yield
 
 
 def _cfg(tmp_path, model="resnet20", name="run", **kw):

@@ -6,13 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from hwbed.attacks.executable import Executable
-from hwbed.fpga.lowering.lower import lower
+from hwbed.ir.executable import Executable, ReferenceExecutable
 from hwbed.ir.graph import Graph, Node, Tensor
 from hwbed.ir.reference import execute, threshold
 from hwbed.ir.types import FLOAT32, IntType
-from hwbed.models.zoo import build_model
-from hwbed.sim.executable import ReferenceExecutable, SimExecutable
+from hwbed.sim.executable import SimExecutable
 from hwbed.sim.fast import Interval, Plan, _thresholding
 
 FAST = [
@@ -25,25 +23,16 @@ FAST = [
 ]
 
 
-def _graph(spec: str, shape: tuple[int, int, int], calibrate) -> Graph:
-    torch.manual_seed(0)
-    model = build_model(spec, *shape, 10)
-    for _ in range(3):
-        calibrate(model, torch.rand(8, *shape))
-    model.eval()
-    return lower(model, spec, shape)
-
-
 @pytest.fixture(scope="module")
 def graphs():
     return {}
 
 
 @pytest.fixture
-def graph_of(graphs, calibrated):
+def graph_of(graphs, random_graph):
     def get(spec, shape):
         if spec not in graphs:
-            graphs[spec] = _graph(spec, shape, calibrated)
+            graphs[spec] = random_graph(spec, shape, end_stats=True)
         return graphs[spec]
 
     return get
@@ -68,18 +57,20 @@ def test_fast_equals_reference(graph_of, spec, shape):
 def test_im2col_fallback_is_exact(graph_of, monkeypatch):
     graph = graph_of("resnet20-xnor", (1, 8, 8))
     pixels = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+    plan = Plan(graph)  # the settings are read on every run, not at compile time
     monkeypatch.setattr("hwbed.sim.fast.conv_is_exact", lambda: False)
-    assert np.array_equal(Plan(graph).run(pixels), execute(graph, pixels))
+    assert np.array_equal(plan.run(pixels), execute(graph, pixels))
 
 
 @pytest.mark.parametrize("spec", ["tfc-w1a1", "resnet20-xnor"])
 def test_reduced_precision_matmul_is_promoted(graph_of, spec):
     graph = graph_of(spec, (1, 8, 8))
     pixels = np.random.default_rng(2).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+    plan = Plan(graph)  # compiled in full precision; the run reads the setting
     old = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("medium")  # bf16 matmuls would not be exact
     try:
-        assert np.array_equal(Plan(graph).run(pixels), execute(graph, pixels))
+        assert np.array_equal(plan.run(pixels), execute(graph, pixels))
     finally:
         torch.set_float32_matmul_precision(old)
 

@@ -9,7 +9,7 @@ import pytest
 
 from hwbed.ir.builder import GraphBuilder
 from hwbed.ir.graph import Graph
-from hwbed.ir.types import BIPOLAR, TERNARY, IntType
+from hwbed.ir.types import BIPOLAR, TERNARY, GraphError, IntType
 from hwbed.sim.dsp48 import Family, Simd
 from hwbed.sim.mapping import (
     MappingError,
@@ -214,3 +214,10 @@ def test_abc_counts_and_chain_bound():
 def test_abc_decomposition_must_reproduce_weights():
     with pytest.raises(MappingError, match="MVAU_0: sum_m coeffs"):
         dsp_report(abc_graph(np.array([[3], [5]]), weights_delta=1), Family.E1)
+
+
+def test_an_op_without_a_dsp_entry_is_an_error_not_fabric():
+    g = mvau_graph((2, 2, 4), UINT8, np.ones((3, 4)))
+    g.nodes[0].op = "Foo"
+    with pytest.raises(GraphError, match="node MVAU_0: the dsp backend has no entry for 'Foo'"):
+        dsp_report(g, Family.E1)

@@ -142,19 +142,11 @@ def shape(spec: str) -> tuple[int, int, int]:
     return (3, 32, 32) if spec.startswith("cnv") else (1, 8, 8)
 
 
-@cache
-def lowered(spec: str) -> Graph:
-    """A random-init network, calibrated by a few train-mode forwards, lowered."""
-    from hwbed.fpga.lowering.lower import lower
-    from hwbed.models.zoo import build_model
-
-    torch.manual_seed(0)
-    model = build_model(spec, *shape(spec), 10)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(8, *shape(spec)))
-    return lower(model.eval(), spec, shape(spec))
+@pytest.fixture(scope="module")
+def lowered(random_graph):
+    """``lowered(spec)``: a random-init network, calibrated by a few train-mode forwards,
+    lowered (once per spec)."""
+    return cache(lambda spec: random_graph(spec, shape(spec)))
 
 
 def pixels(spec: str, n: int = 3) -> np.ndarray:
@@ -181,7 +173,7 @@ def pixels(spec: str, n: int = 3) -> np.ndarray:
         pytest.param("cnv-w2a2", Family.E1, marks=pytest.mark.slow),
     ],
 )
-def test_network_bit_exact(spec, family):
+def test_network_bit_exact(lowered, spec, family):
     counts = assert_exact(lowered(spec), pixels(spec), family)
     assert sum(c.total for c in counts.values()) > 0
     if "abc" in spec:
@@ -191,10 +183,10 @@ def test_network_bit_exact(spec, family):
 @pytest.mark.slow
 @BREVITAS_NOISE
 @pytest.mark.parametrize("family", FAMILIES)
-def test_w4a4_more_images_slow(family):
+def test_w4a4_more_images_slow(lowered, family):
     assert_exact(lowered("resnet20-w4a4"), pixels("resnet20-w4a4", 8), family)
 
 
 @BREVITAS_NOISE
-def test_unpacked_network_bit_exact():
+def test_unpacked_network_bit_exact(lowered):
     assert_exact(lowered("resnet20-xnor"), pixels("resnet20-xnor", 1), Family.E1, pack_int8=False)

@@ -1,6 +1,6 @@
 """A remote executable: the deploy package's query server (a board, or a simulator) over HTTP.
 
-The protocol is in ``docs/deploy.md``; the server is ``hwbed.fpga.deploy.server``. Only the
+The protocol is in ``docs/deploy.md``; the server is :mod:`hwbed.fpga.deploy.server`. Only the
 standard library is used on the wire: ``urllib`` with a bearer token, uint8 pixels up, raw
 little-endian float32 scores down.
 """
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .executable import BaseExecutable
+from hwbed.ir.executable import BaseExecutable
 
 MAX_WAIT_S = 10.0
 """The longest a client waits before retrying a busy server."""
